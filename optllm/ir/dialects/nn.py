@@ -1,0 +1,260 @@
+"""``nn``: neural-network ops kept whole because kernels and fusions want them whole.
+
+The references compute in the op's element type (float32 stays float32), reducing in the
+same order numpy does; statistics of norms are taken in float32 like PyTorch's CPU kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from optllm.ir.attributes import AttrKind, attr
+from optllm.ir.diagnostics import TypeInferenceError
+from optllm.ir.dialects._shapes import broadcast_shapes, norm_axis, require_float
+from optllm.ir.ops import Cost, OpDef, Trait, register_op
+from optllm.ir.types import DType, TensorType
+
+PURE = frozenset({Trait.PURE})
+EW = frozenset({Trait.PURE, Trait.ELEMENTWISE})
+Arrays = Sequence[np.ndarray]
+Attrs = Mapping[str, Any]
+Env = Mapping[str, int]
+
+
+@register_op
+class Embedding(OpDef):
+    """``%2 = nn.embedding %table, %ids : f32[B,S,768]`` — rows of ``table`` picked by ``ids``."""
+
+    name = "nn.embedding"
+    operands = ("table", "ids")
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        table, ids = types
+        if table.rank != 2 or not ids.dtype.is_int:
+            raise TypeInferenceError(f"nn.embedding needs a rank-2 table and integer ids, got {table}, {ids}")
+        return [TensorType(ids.shape + (table.shape[1],), table.dtype)]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        table, ids = inputs
+        if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
+            raise IndexError(f"nn.embedding id out of range [0, {table.shape[0]})")
+        return [table[ids]]
+
+
+class _Norm(OpDef):
+    """Normalise over the last ``ndim`` dims, then scale (and shift)."""
+
+    attrs = {"eps": attr(AttrKind.FLOAT, 1e-5), "ndim": attr(AttrKind.INT, 1)}
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        x = types[0]
+        require_float(x, self.name)
+        nd = attrs["ndim"]
+        if not 1 <= nd <= x.rank:
+            raise TypeInferenceError(f"{self.name} ndim={nd} does not fit {x}")
+        for t in types[1:]:
+            if t.shape != x.shape[x.rank - nd:] or t.dtype != x.dtype:
+                raise TypeInferenceError(f"{self.name} parameter {t} does not match the normalised dims of {x}")
+        return [x]
+
+    def cost(self, in_types: Sequence[TensorType], out_types: Sequence[TensorType], attrs: Attrs,
+             env: Env) -> Cost:
+        base = super().cost(in_types, out_types, attrs, env)
+        return Cost(8.0 * in_types[0].numel(dict(env)), base.bytes_read, base.bytes_written)
+
+
+@register_op
+class LayerNorm(_Norm):
+    """``%3 = nn.layer_norm %x, %gamma, %beta {eps = 1.0e-05} : f32[B,S,768]``."""
+
+    name = "nn.layer_norm"
+    operands = ("x", "weight?", "bias?")
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        x = inputs[0]
+        axes = tuple(range(x.ndim - attrs["ndim"], x.ndim))
+        mean = x.mean(axis=axes, keepdims=True)
+        d = x - mean
+        var = (d * d).mean(axis=axes, keepdims=True)
+        y = d / np.sqrt(var + np.asarray(attrs["eps"], x.dtype))
+        if len(inputs) > 1:
+            y = y * inputs[1]
+        if len(inputs) > 2:
+            y = y + inputs[2]
+        return [y.astype(x.dtype, copy=False)]
+
+
+@register_op
+class RmsNorm(_Norm):
+    """``%2 = nn.rms_norm %x, %gamma {eps = 1.0e-06} : f32[B,S,512]`` — x / sqrt(mean(x²) + eps) · γ."""
+
+    name = "nn.rms_norm"
+    operands = ("x", "weight?")
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        x = inputs[0]
+        axes = tuple(range(x.ndim - attrs["ndim"], x.ndim))
+        ms = (x * x).mean(axis=axes, keepdims=True)
+        y = x * (1.0 / np.sqrt(ms + np.asarray(attrs["eps"], x.dtype))).astype(x.dtype)
+        if len(inputs) > 1:
+            y = y * inputs[1]
+        return [y.astype(x.dtype, copy=False)]
+
+
+@register_op
+class Softmax(OpDef):
+    """``%1 = nn.softmax %0 {axis = -1} : f32[B,12,S,S]`` — exp(x - max) / sum."""
+
+    name = "nn.softmax"
+    operands = ("x",)
+    attrs = {"axis": attr(AttrKind.INT, -1), "log": attr(AttrKind.BOOL, False)}
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        require_float(types[0], self.name)
+        norm_axis(attrs["axis"], types[0].rank)
+        return [types[0]]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        x, ax = inputs[0], attrs["axis"]
+        m = np.max(x, axis=ax, keepdims=True)
+        m = np.where(np.isfinite(m), m, np.zeros_like(m))  # rows of -inf give NaN like torch
+        e = np.exp(x - m)
+        s = e.sum(axis=ax, keepdims=True)
+        y = (x - m) - np.log(s) if attrs["log"] else e / s
+        return [y.astype(x.dtype, copy=False)]
+
+
+@register_op
+class Gelu(OpDef):
+    """``%1 = nn.gelu %0 {approximate = "tanh"} : f32[B,S,3072]`` — x·Φ(x) (erf or tanh form)."""
+
+    name = "nn.gelu"
+    operands = ("x",)
+    attrs = {"approximate": attr(AttrKind.STR, "none")}
+    traits = EW
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        require_float(types[0], self.name)
+        if attrs["approximate"] not in ("none", "tanh"):
+            raise TypeInferenceError(f"nn.gelu approximate must be \"none\" or \"tanh\", got {attrs['approximate']!r}")
+        return [types[0]]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        x = inputs[0]
+        dt = x.dtype
+        if attrs["approximate"] == "tanh":
+            c = np.asarray(math.sqrt(2.0 / math.pi), dt)
+            inner = c * (x + np.asarray(0.044715, dt) * x * x * x)
+            y = np.asarray(0.5, dt) * x * (np.asarray(1.0, dt) + np.tanh(inner))
+        else:
+            from scipy.special import erf
+
+            y = x * np.asarray(0.5, dt) * (np.asarray(1.0, dt) + erf(x * np.asarray(1 / math.sqrt(2.0), dt)))
+        return [y.astype(dt, copy=False)]
+
+
+@register_op
+class Silu(OpDef):
+    """``%1 = nn.silu %0 : f32[B,S,1376]`` — x·sigmoid(x)."""
+
+    name = "nn.silu"
+    operands = ("x",)
+    traits = EW
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        require_float(types[0], self.name)
+        return [types[0]]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        from scipy.special import expit
+
+        x = inputs[0]
+        return [(x * expit(x)).astype(x.dtype, copy=False)]
+
+
+@register_op
+class Relu(OpDef):
+    """``%1 = nn.relu %0 : f32[N]`` — max(x, 0)."""
+
+    name = "nn.relu"
+    operands = ("x",)
+    traits = EW
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        return [types[0]]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        x = inputs[0]
+        return [np.maximum(x, np.zeros((), x.dtype))]
+
+
+@register_op
+class Attention(OpDef):
+    """Scaled dot-product attention with optional mask, causal masking and GQA::
+
+        %o = nn.attention %q, %k, %v, %mask {scale = 0.125, causal = false} : f32[B,12,S,64]
+
+    q: [..., Hq, L, E], k: [..., Hk, S, E], v: [..., Hk, S, Ev] with Hq a multiple of Hk
+    (grouped-query attention repeats each k/v head Hq/Hk times). ``mask`` is bool (true =
+    attend) or additive float, broadcast to [..., Hq, L, S]. ``scale`` defaults to 1/sqrt(E).
+    """
+
+    name = "nn.attention"
+    operands = ("q", "k", "v", "mask?")
+    attrs = {"scale": attr(AttrKind.FLOAT, optional=True), "causal": attr(AttrKind.BOOL, False)}
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        q, k, v = types[:3]
+        require_float(q, self.name)
+        if not (q.rank == k.rank == v.rank) or q.rank < 3:
+            raise TypeInferenceError(f"nn.attention needs q, k, v of one rank >= 3, got {q}, {k}, {v}")
+        if q.dtype != k.dtype or q.dtype != v.dtype:
+            raise TypeInferenceError("nn.attention q, k, v must share one element type")
+        if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] or k.shape[-3] != v.shape[-3]:
+            raise TypeInferenceError(f"nn.attention shapes do not agree: q {q}, k {k}, v {v}")
+        hq, hk = q.shape[-3], k.shape[-3]
+        if hq != hk and not (isinstance(hq, int) and isinstance(hk, int) and hk and hq % hk == 0):
+            raise TypeInferenceError(f"nn.attention needs q heads ({hq}) to be a multiple of k/v heads ({hk})")
+        batch = broadcast_shapes(q.shape[:-3], k.shape[:-3])
+        if len(types) > 3:
+            m = types[3]
+            if m.dtype is not DType.bool and m.dtype != q.dtype:
+                raise TypeInferenceError(f"nn.attention mask must be bool or {q.dtype}, got {m}")
+            broadcast_shapes(m.shape, batch + (hq, q.shape[-2], k.shape[-2]))
+        return [TensorType(batch + (hq, q.shape[-2], v.shape[-1]), q.dtype)]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        q, k, v = inputs[:3]
+        dt = q.dtype
+        rep = q.shape[-3] // k.shape[-3]
+        if rep > 1:
+            k = np.repeat(k, rep, axis=-3)
+            v = np.repeat(v, rep, axis=-3)
+        scale = attrs.get("scale")
+        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+        s = np.matmul(q * np.asarray(scale, dt), np.swapaxes(k, -1, -2))
+        L, S = s.shape[-2], s.shape[-1]
+        if attrs["causal"]:
+            keep = np.tril(np.ones((L, S), dtype=bool))
+            s = np.where(keep, s, np.asarray(-np.inf, dt))
+        if len(inputs) > 3:
+            m = inputs[3]
+            s = np.where(m, s, np.asarray(-np.inf, dt)) if m.dtype == np.bool_ else s + m
+        mx = np.max(s, axis=-1, keepdims=True)
+        mx = np.where(np.isfinite(mx), mx, np.zeros_like(mx))
+        e = np.exp(s - mx)
+        p = e / e.sum(axis=-1, keepdims=True)
+        return [np.matmul(p.astype(dt, copy=False), v).astype(dt, copy=False)]
+
+    def cost(self, in_types: Sequence[TensorType], out_types: Sequence[TensorType], attrs: Attrs,
+             env: Env) -> Cost:
+        base = super().cost(in_types, out_types, attrs, env)
+        q = in_types[0].concrete_shape(dict(env))
+        s = in_types[1].concrete_shape(dict(env))[-2]
+        ev = in_types[2].concrete_shape(dict(env))[-1]
+        rows = int(np.prod(q[:-1]))
+        return Cost(2.0 * rows * s * (q[-1] + ev) + 5.0 * rows * s, base.bytes_read, base.bytes_written)

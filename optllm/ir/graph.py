@@ -1,0 +1,250 @@
+"""Graphs (functions and region bodies), modules and the constant table."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from typing import Any, Callable
+
+import numpy as np
+
+from optllm.ir.ops import Operation
+from optllm.ir.types import DType, TensorType
+from optllm.ir.values import Value
+
+
+class Graph:
+    """A function or a region body: typed arguments, ops in topological order, outputs.
+
+    Region bodies are isolated from above: they read only their own arguments.
+    """
+
+    def __init__(self, name: str = "forward", input_types: list[TensorType] | None = None,
+                 input_names: list[str] | None = None) -> None:
+        self.name = name
+        self.inputs: list[Value] = []
+        self.outputs: list[Value] = []
+        self.first: Operation | None = None
+        self.last: Operation | None = None
+        self.parent_op: Operation | None = None
+        self._len = 0
+        names = input_names or []
+        for i, t in enumerate(input_types or []):
+            self.add_input(t, names[i] if i < len(names) else "")
+
+    # -- arguments and outputs -------------------------------------------------------------
+    def add_input(self, type: TensorType, name: str = "") -> Value:
+        v = Value(type, None, len(self.inputs), arg_of=self, name_hint=name)
+        self.inputs.append(v)
+        return v
+
+    def set_outputs(self, values: list[Value]) -> None:
+        self.outputs = list(values)
+
+    def replace_output(self, old: Value, new: Value) -> None:
+        self.outputs = [new if v is old else v for v in self.outputs]
+
+    def is_output(self, v: Value) -> bool:
+        return any(o is v for o in self.outputs)
+
+    # -- the op list -------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Operation]:
+        op = self.first
+        while op is not None:
+            nxt = op.next  # allow erasing the current op while iterating
+            yield op
+            op = nxt
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def ops(self) -> list[Operation]:
+        return list(self)
+
+    def walk(self) -> Iterator[Operation]:
+        """Every op, nested region ops included, in order."""
+        for op in self:
+            yield from op.walk()
+
+    def _link(self, op: Operation, prev: Operation | None, nxt: Operation | None) -> None:
+        if op.parent is not None:
+            raise ValueError(f"{op.name} is already in a graph")
+        op.parent, op.prev, op.next = self, prev, nxt
+        if prev is None:
+            self.first = op
+        else:
+            prev.next = op
+        if nxt is None:
+            self.last = op
+        else:
+            nxt.prev = op
+        self._len += 1
+
+    def append(self, op: Operation) -> Operation:
+        self._link(op, self.last, None)
+        return op
+
+    def insert_before(self, anchor: Operation, op: Operation) -> Operation:
+        self._link(op, anchor.prev, anchor)
+        return op
+
+    def insert_after(self, anchor: Operation, op: Operation) -> Operation:
+        self._link(op, anchor, anchor.next)
+        return op
+
+    def unlink(self, op: Operation) -> None:
+        """Take ``op`` out of the list without touching its operands (to move it)."""
+        if op.parent is not self:
+            raise ValueError(f"{op.name} is not in graph {self.name}")
+        if op.prev is None:
+            self.first = op.next
+        else:
+            op.prev.next = op.next
+        if op.next is None:
+            self.last = op.prev
+        else:
+            op.next.prev = op.prev
+        op.parent = op.prev = op.next = None
+        self._len -= 1
+
+    def erase(self, op: Operation) -> None:
+        """Remove ``op``; its results must be unused."""
+        for r in op.results:
+            if r.uses or self.is_output(r):
+                raise ValueError(f"cannot erase {op.name}: result #{r.index} is still used")
+        op.drop_operands()
+        self.unlink(op)
+
+    def order(self) -> dict[int, int]:
+        """Position of each op (by id) — for dominance checks."""
+        return {id(op): i for i, op in enumerate(self)}
+
+
+class ConstantTable:
+    """Named tensors (weights) of a module. Identical tensors are stored once.
+
+    ``add`` returns the name under which the data is stored: a tensor equal (dtype, shape and
+    bytes) to one already present gets the existing name, so tied embeddings are one entry.
+    Loading from safetensors is lazy: arrays are read on first access.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+        self._lazy: dict[str, Callable[[], np.ndarray]] = {}
+        self._types: dict[str, TensorType] = {}
+        self._by_hash: dict[str, str] = {}
+        self.source: str | None = None  # the file the lazy entries come from
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def names(self) -> list[str]:
+        return list(self._types)
+
+    def type_of(self, name: str) -> TensorType:
+        return self._types[name]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self._arrays:
+            return self._arrays[name]
+        if name in self._lazy:
+            arr = self._lazy.pop(name)()
+            self._arrays[name] = arr
+            return arr
+        raise KeyError(f"no constant named '{name}'")
+
+    @staticmethod
+    def digest(arr: np.ndarray) -> str:
+        h = hashlib.blake2b(digest_size=20)
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+        return h.hexdigest()
+
+    def add(self, arr: np.ndarray, name: str) -> str:
+        """Store ``arr`` under ``name`` (made unique), or return the name of its twin."""
+        arr = np.asarray(arr)
+        arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
+        key = self.digest(arr)
+        if key in self._by_hash:
+            return self._by_hash[key]
+        base, n = name, 1
+        while name in self._types:
+            name = f"{base}_{n}"
+            n += 1
+        self._arrays[name] = arr
+        self._types[name] = TensorType(tuple(int(d) for d in arr.shape), DType.from_numpy(arr.dtype))
+        self._by_hash[key] = name
+        return name
+
+    def add_lazy(self, name: str, type: TensorType, loader: Callable[[], np.ndarray]) -> None:
+        """Register a tensor read on first access (no dedup: files are already deduplicated)."""
+        self._lazy[name] = loader
+        self._types[name] = type
+
+    def remove(self, name: str) -> None:
+        self._arrays.pop(name, None)
+        self._lazy.pop(name, None)
+        self._types.pop(name, None)
+        self._by_hash = {k: v for k, v in self._by_hash.items() if v != name}
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:
+        for name in list(self._types):
+            yield name, self[name]
+
+
+class Module:
+    """A named set of graphs (``forward`` first) with their constant table."""
+
+    def __init__(self, name: str = "main") -> None:
+        self.name = name
+        self.graphs: dict[str, Graph] = {}
+        self.constants = ConstantTable()
+        self.weights_file: str | None = None  # as written in the text, relative to the .oir
+        self.attrs: dict[str, Any] = {}
+
+    def add_graph(self, graph: Graph) -> Graph:
+        if graph.name in self.graphs:
+            raise ValueError(f"module already has a graph named '{graph.name}'")
+        self.graphs[graph.name] = graph
+        return graph
+
+    @property
+    def main(self) -> Graph:
+        if "forward" in self.graphs:
+            return self.graphs["forward"]
+        if not self.graphs:
+            raise ValueError(f"module '{self.name}' has no graphs")
+        return next(iter(self.graphs.values()))
+
+    def walk(self) -> Iterator[Operation]:
+        for g in self.graphs.values():
+            yield from g.walk()
+
+    def used_constants(self) -> set[str]:
+        return {op.attrs["name"] for op in self.walk() if op.name == "core.weight"}
+
+    def drop_unused_constants(self) -> int:
+        used = self.used_constants()
+        dead = [n for n in self.constants.names() if n not in used]
+        for n in dead:
+            self.constants.remove(n)
+        return len(dead)
+
+    def __str__(self) -> str:
+        from optllm.ir.printer import print_module
+
+        return print_module(self)
+
+
+def graph_stats(graph: Graph) -> Mapping[str, int]:
+    """Top-level node and kernel-launch counts (views and constants launch nothing)."""
+    nodes = launches = 0
+    for op in graph:
+        nodes += 1
+        if not op.opdef.is_free:
+            launches += 1
+    return {"nodes": nodes, "kernel_launches": launches}

@@ -1,0 +1,341 @@
+"""Symbolic dimensions: small canonical integer expressions over named symbols.
+
+Dynamic batch and sequence sizes appear in shapes as symbols (``B``, ``S``) and expressions
+over them (``B*S``, ``S+1``, ``floordiv(S,2)``). An expression is kept as a canonical
+polynomial so that equal expressions compare and hash equal (``S*B == B*S``); floor
+division and modulo by something that does not divide exactly, and max/min, become opaque
+atoms inside the polynomial.
+
+A ``Dim`` is either a plain ``int`` or a non-constant ``SymExpr``; every operation here
+returns plain ``int`` as soon as the result is constant.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Union
+
+# A monomial is a sorted tuple of atoms (repeated for powers); the empty tuple is 1.
+Atom = Union[str, "SymCall"]
+Monomial = tuple[Atom, ...]
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_CALLS = ("floordiv", "mod", "max", "min")
+
+
+def _atom_key(atom: Atom) -> tuple[int, str]:
+    return (0, atom) if isinstance(atom, str) else (1, str(atom))
+
+
+def _mono_key(mono: Monomial) -> tuple[int, list[tuple[int, str]]]:
+    return (-len(mono), [_atom_key(a) for a in mono])
+
+
+@dataclass(frozen=True)
+class SymCall:
+    """An opaque function atom: ``floordiv(a,b)``, ``mod(a,b)``, ``max(a,b)``, ``min(a,b)``."""
+
+    fn: str
+    args: tuple[Dim, ...]
+
+    def __str__(self) -> str:
+        return f"{self.fn}({','.join(str(a) for a in self.args)})"
+
+    def evaluate(self, env: Mapping[str, int]) -> int:
+        vals = [evaluate(a, env) for a in self.args]
+        if self.fn == "floordiv":
+            return vals[0] // vals[1]
+        if self.fn == "mod":
+            return vals[0] % vals[1]
+        if self.fn == "max":
+            return max(vals)
+        return min(vals)
+
+
+@dataclass(frozen=True)
+class SymExpr:
+    """A canonical polynomial with integer coefficients: ``terms`` maps monomial -> coeff."""
+
+    terms: tuple[tuple[Monomial, int], ...]
+
+    # -- construction -------------------------------------------------------------------
+    @staticmethod
+    def symbol(name: str) -> SymExpr:
+        if not _IDENT.match(name):
+            raise ValueError(f"invalid symbol name {name!r}")
+        return SymExpr((((name,), 1),))
+
+    @staticmethod
+    def _from_dict(d: Mapping[Monomial, int]) -> Dim:
+        items = sorted(((m, c) for m, c in d.items() if c != 0), key=lambda mc: _mono_key(mc[0]))
+        if not items:
+            return 0
+        if len(items) == 1 and items[0][0] == ():
+            return items[0][1]
+        return SymExpr(tuple(items))
+
+    def _dict(self) -> dict[Monomial, int]:
+        return dict(self.terms)
+
+    # -- arithmetic ---------------------------------------------------------------------
+    def __add__(self, other: Dim) -> Dim:
+        d = self._dict()
+        for m, c in _as_dict(other).items():
+            d[m] = d.get(m, 0) + c
+        return SymExpr._from_dict(d)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> Dim:
+        return SymExpr._from_dict({m: -c for m, c in self.terms})
+
+    def __sub__(self, other: Dim) -> Dim:
+        return self + (-other)
+
+    def __rsub__(self, other: Dim) -> Dim:
+        return (-self) + other
+
+    def __mul__(self, other: Dim) -> Dim:
+        d: dict[Monomial, int] = {}
+        for m1, c1 in self.terms:
+            for m2, c2 in _as_dict(other).items():
+                m = tuple(sorted(m1 + m2, key=_atom_key))
+                d[m] = d.get(m, 0) + c1 * c2
+        return SymExpr._from_dict(d)
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other: Dim) -> Dim:
+        return floordiv(self, other)
+
+    def __rfloordiv__(self, other: Dim) -> Dim:
+        return floordiv(other, self)
+
+    def __mod__(self, other: Dim) -> Dim:
+        return mod(self, other)
+
+    # -- queries ------------------------------------------------------------------------
+    def symbols(self) -> set[str]:
+        out: set[str] = set()
+        for mono, _ in self.terms:
+            for atom in mono:
+                if isinstance(atom, str):
+                    out.add(atom)
+                else:
+                    for arg in atom.args:
+                        out |= symbols_of(arg)
+        return out
+
+    def is_symbol(self) -> bool:
+        return len(self.terms) == 1 and self.terms[0][1] == 1 and len(self.terms[0][0]) == 1 and isinstance(self.terms[0][0][0], str)
+
+    def evaluate(self, env: Mapping[str, int]) -> int:
+        total = 0
+        for mono, coeff in self.terms:
+            v = coeff
+            for atom in mono:
+                if isinstance(atom, str):
+                    if atom not in env:
+                        raise KeyError(f"symbol {atom!r} is not bound")
+                    v *= env[atom]
+                else:
+                    v *= atom.evaluate(env)
+            total += v
+        return total
+
+    def __str__(self) -> str:
+        parts: list[str] = []
+        for mono, coeff in self.terms:
+            body = "*".join(str(a) for a in mono)
+            if not body:
+                text = str(abs(coeff))
+            elif abs(coeff) == 1:
+                text = body
+            else:
+                text = f"{abs(coeff)}*{body}"
+            if not parts:
+                parts.append(text if coeff > 0 else f"-{text}")
+            else:
+                parts.append(f"+{text}" if coeff > 0 else f"-{text}")
+        return "".join(parts)
+
+    def __repr__(self) -> str:
+        return f"SymExpr({self})"
+
+
+Dim = Union[int, SymExpr]
+
+
+def _as_dict(x: Dim) -> dict[Monomial, int]:
+    if isinstance(x, SymExpr):
+        return x._dict()
+    if isinstance(x, bool) or not isinstance(x, int):
+        raise TypeError(f"not a dimension: {x!r}")
+    return {(): x} if x else {}
+
+
+def _call(fn: str, *args: Dim) -> Dim:
+    return SymExpr((((SymCall(fn, tuple(args)),), 1),))
+
+
+def floordiv(a: Dim, b: Dim) -> Dim:
+    """``a // b`` (floor), exact polynomial division when every coefficient divides."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a // b
+    if isinstance(b, int) and b != 0 and isinstance(a, SymExpr):
+        if all(c % b == 0 for _, c in a.terms):
+            return SymExpr._from_dict({m: c // b for m, c in a.terms})
+    if b == 1:
+        return a
+    return _call("floordiv", a, b)
+
+
+def mod(a: Dim, b: Dim) -> Dim:
+    if isinstance(a, int) and isinstance(b, int):
+        return a % b
+    if isinstance(b, int) and b != 0 and isinstance(a, SymExpr) and all(c % b == 0 for _, c in a.terms):
+        return 0
+    return _call("mod", a, b)
+
+
+def sym_max(a: Dim, b: Dim) -> Dim:
+    if isinstance(a, int) and isinstance(b, int):
+        return max(a, b)
+    if a == b:
+        return a
+    return _call("max", *sorted((a, b), key=str))
+
+
+def sym_min(a: Dim, b: Dim) -> Dim:
+    if isinstance(a, int) and isinstance(b, int):
+        return min(a, b)
+    if a == b:
+        return a
+    return _call("min", *sorted((a, b), key=str))
+
+
+def evaluate(d: Dim, env: Mapping[str, int]) -> int:
+    """The integer value of ``d`` under the symbol bindings ``env``."""
+    return d if isinstance(d, int) else d.evaluate(env)
+
+
+def symbols_of(d: Dim) -> set[str]:
+    return set() if isinstance(d, int) else d.symbols()
+
+
+def is_static(d: Dim) -> bool:
+    return isinstance(d, int)
+
+
+def dim_str(d: Dim) -> str:
+    return str(d)
+
+
+def product(dims: tuple[Dim, ...] | list[Dim]) -> Dim:
+    out: Dim = 1
+    for d in dims:
+        out = out * d  # type: ignore[operator]
+    return out
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(.))")
+
+
+class DimParseError(ValueError):
+    """A malformed dimension expression; ``pos`` is the offset in the text."""
+
+    def __init__(self, msg: str, pos: int) -> None:
+        super().__init__(msg)
+        self.pos = pos
+
+
+class _DimParser:
+    """Recursive descent over ``expr := term (('+'|'-') term)*``, ``term := factor ('*' factor)*``."""
+
+    def __init__(self, text: str) -> None:
+        self.toks: list[tuple[str, str, int]] = []
+        pos = 0
+        while pos < len(text):
+            m = _TOKEN.match(text, pos)
+            if m is None or m.end() == pos:
+                break
+            if m.group(1):
+                self.toks.append(("int", m.group(1), m.start(1)))
+            elif m.group(2):
+                self.toks.append(("id", m.group(2), m.start(2)))
+            elif m.group(3) and not m.group(3).isspace():
+                self.toks.append(("op", m.group(3), m.start(3)))
+            pos = m.end()
+        self.i = 0
+        self.text = text
+
+    def peek(self) -> tuple[str, str, int] | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self, value: str) -> bool:
+        t = self.peek()
+        if t is not None and t[0] == "op" and t[1] == value:
+            self.i += 1
+            return True
+        return False
+
+    def expect(self, value: str) -> None:
+        if not self.take(value):
+            t = self.peek()
+            pos = t[2] if t else len(self.text)
+            raise DimParseError(f"expected '{value}' in dimension expression", pos)
+
+    def expr(self) -> Dim:
+        out = self.term()
+        while True:
+            if self.take("+"):
+                out = out + self.term()  # type: ignore[operator]
+            elif self.take("-"):
+                out = out - self.term()  # type: ignore[operator]
+            else:
+                return out
+
+    def term(self) -> Dim:
+        out = self.factor()
+        while self.take("*"):
+            out = out * self.factor()  # type: ignore[operator]
+        return out
+
+    def factor(self) -> Dim:
+        t = self.peek()
+        if t is None:
+            raise DimParseError("expected a dimension", len(self.text))
+        if t[0] == "op" and t[1] == "-":
+            self.i += 1
+            return -self.factor()  # type: ignore[operator]
+        if t[0] == "op" and t[1] == "(":
+            self.i += 1
+            e = self.expr()
+            self.expect(")")
+            return e
+        self.i += 1
+        if t[0] == "int":
+            return int(t[1])
+        if t[0] == "id" and t[1] in _CALLS and self.take("("):
+            a = self.expr()
+            self.expect(",")
+            b = self.expr()
+            self.expect(")")
+            return {"floordiv": floordiv, "mod": mod, "max": sym_max, "min": sym_min}[t[1]](a, b)
+        if t[0] == "id":
+            return SymExpr.symbol(t[1])
+        raise DimParseError(f"unexpected {t[1]!r} in dimension expression", t[2])
+
+
+def parse_dim(text: str) -> Dim:
+    """Parse ``"B*S+1"`` into a canonical ``Dim``."""
+    p = _DimParser(text)
+    out = p.expr()
+    t = p.peek()
+    if t is not None:
+        raise DimParseError(f"unexpected {t[1]!r} after dimension expression", t[2])
+    return out
