@@ -8,7 +8,15 @@ if TYPE_CHECKING:
     from optllm.ir.ops import Operation
 
 
-class IRError(Exception):
+class OptllmError(Exception):
+    """Base of every user-facing error (bad input, unsupported model, unknown pass, ...).
+
+    The ``opt-llm`` command turns these into a one-paragraph message and exit code 2; any
+    other exception is an internal error.
+    """
+
+
+class IRError(OptllmError):
     """Base of every error the IR layer raises."""
 
 
