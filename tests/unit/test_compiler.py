@@ -1,0 +1,113 @@
+"""optllm.compile / CompiledModel / optllm.load on small models (fast; no model zoo)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import optllm
+from optllm.backends import TargetError
+from optllm.compiler import CompileError
+from optllm.ir import parse_module
+
+TINY = """module @tiny {
+  func @forward(%x: f32[B,4], %y: f32[B,4]) -> (f32[B,4]) {
+    %0 = core.constant {value = dense<f32[]: 1.0>} : f32[]
+    %1 = core.mul %x, %0 : f32[B,4]
+    %2 = core.add %1, %y : f32[B,4]
+    %3 = core.tanh %2 : f32[B,4]
+    %4 = core.exp %2 : f32[B,4]
+    return %3
+  }
+}
+"""
+
+
+def test_compile_ir_module_runs_and_counts_nodes() -> None:
+    cm = optllm.compile(parse_module(TINY), target="reference", passes="default")
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    y = np.ones((3, 4), np.float32)
+    np.testing.assert_allclose(cm(x, y), np.tanh(x + y), rtol=1e-6)
+    assert cm.stats["nodes"]["before"] == 5
+    assert cm.stats["nodes"]["after"] < cm.stats["nodes"]["before"]  # dead exp and x*1 go
+    assert set(cm.stats["kernel_launches"]) == {"before", "after"}
+    assert cm.stats["passes"], "per-pass statistics are reported"
+
+
+def test_unknown_target_lists_valid_ones() -> None:
+    with pytest.raises(TargetError, match="unknown target 'tpu'.*reference"):
+        optllm.compile(parse_module(TINY), target="tpu")
+
+
+@pytest.mark.parametrize("target", ["cpu", "a100", "h100", "cuda"])
+def test_unimplemented_targets_say_so(target: str) -> None:
+    with pytest.raises(TargetError, match="not implemented yet"):
+        optllm.compile(parse_module(TINY), target=target)
+
+
+def test_onnx_input_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(CompileError, match="ONNX frontend is not implemented"):
+        optllm.compile(str(tmp_path / "m.onnx"))
+
+
+def test_save_load_round_trip_ir_model(tmp_path) -> None:
+    cm = optllm.compile(parse_module(TINY), passes="O0")
+    cm.save(tmp_path / "saved")
+    meta = json.loads((tmp_path / "saved" / "optllm.json").read_text())
+    assert meta["target"] == "reference"
+    cm2 = optllm.load(tmp_path / "saved")
+    x = np.arange(8, dtype=np.float32).reshape(2, 4) / 8
+    np.testing.assert_array_equal(cm(x, x), cm2(x, x))
+    assert str(cm2.module) == str(cm.module)
+
+
+def test_load_rejects_a_folder_that_is_not_a_saved_model(tmp_path) -> None:
+    with pytest.raises(CompileError, match="optllm.json is missing"):
+        optllm.load(tmp_path)
+
+
+torch = pytest.importorskip("torch")
+
+
+class _Mlp(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = torch.nn.Linear(16, 32)
+        self.down = torch.nn.Linear(32, 16)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return {"y": self.down(torch.nn.functional.gelu(self.up(x))) + x, "h": self.up(x)}
+
+
+def test_compile_torch_module_keeps_calling_convention(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = _Mlp().eval()
+    x = torch.randn(2, 5, 16)
+    cm = optllm.compile(model, (x,))
+    x2 = torch.randn(3, 7, 16)  # other batch and sequence: the shapes are symbolic
+    out, ref = cm(x2), model(x2)
+    assert isinstance(out, dict) and set(out) == {"y", "h"}
+    assert isinstance(out["y"], torch.Tensor)
+    for k in ref:
+        np.testing.assert_allclose(out[k].numpy(), ref[k].detach().numpy(), rtol=1e-5, atol=1e-5)
+    cm.save(tmp_path / "mlp")
+    cm2 = optllm.load(tmp_path / "mlp")
+    np.testing.assert_array_equal(cm2(x2)["y"].numpy(), out["y"].numpy())
+
+
+def test_hf_outputs_keep_their_fields() -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, vocab_size=100)
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg).eval()
+    ids = torch.randint(0, 100, (2, 8))
+    mask = torch.ones(2, 8, dtype=torch.long)
+    cm = optllm.compile(model, {"input_ids": ids, "attention_mask": mask})
+    out = cm(input_ids=ids, attention_mask=mask)
+    ref = model(input_ids=ids, attention_mask=mask)
+    assert type(out).__name__ == type(ref).__name__
+    np.testing.assert_allclose(out.last_hidden_state.numpy(), ref.last_hidden_state.detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
