@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
 
 from optllm.ir.diagnostics import IRError
 from optllm.ir.graph import Module
@@ -51,8 +54,12 @@ def load_weights(module: Module, path: Path) -> None:
         sl = handle.get_slice(key)
         dtype = DType.from_numpy(_ST_DTYPES.get(sl.get_dtype(), "float32"))
         ttype = TensorType(tuple(int(d) for d in sl.get_shape()), dtype)
-        module.constants.add_lazy(key, ttype, lambda k=key: handle.get_tensor(k))
+        module.constants.add_lazy(key, ttype, _tensor_loader(handle, key))
     module.constants.source = str(path)
+
+
+def _tensor_loader(handle: Any, key: str) -> Callable[[], np.ndarray]:
+    return lambda: handle.get_tensor(key)
 
 
 _ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32",

@@ -85,7 +85,8 @@ class Parser:
         self.ws()
         if not self.text.startswith('"', self.pos):
             raise self.error("expected a string literal")
-        out, i = [], self.pos + 1
+        out: list[str] = []
+        i = self.pos + 1
         while i < len(self.text):
             c = self.text[i]
             if c == '"':

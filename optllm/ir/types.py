@@ -6,6 +6,7 @@ element type first, then the dims, each an integer or a symbolic expression.
 
 from __future__ import annotations
 
+import builtins
 import enum
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +35,11 @@ class DType(enum.Enum):
         return self.value
 
     @property
-    def is_float(self) -> bool:
+    def is_float(self) -> builtins.bool:
         return self in (DType.f64, DType.f32, DType.f16, DType.bf16)
 
     @property
-    def is_int(self) -> bool:
+    def is_int(self) -> builtins.bool:
         return self in (DType.i64, DType.i32, DType.i16, DType.i8, DType.u8, DType.i4)
 
     @property

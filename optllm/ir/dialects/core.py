@@ -540,7 +540,7 @@ class ArgMax(OpDef):
         return [TensorType(tuple(shape), DType.i64)]
 
     def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
-        return [np.argmax(inputs[0], axis=attrs["axis"], keepdims=attrs["keepdim"]).astype(np.int64)]
+        return [np.asarray(np.argmax(inputs[0], axis=attrs["axis"], keepdims=attrs["keepdim"]), dtype=np.int64)]
 
 
 @register_op
