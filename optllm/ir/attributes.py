@@ -70,7 +70,7 @@ class Dense:
 
     def is_splat(self) -> bool:
         a = self.to_array().reshape(-1)
-        return a.size > 1 and bool(np.all(a == a[0])) and _same_bits(a)
+        return a.size > 1 and _same_bits(a)  # bitwise, so splat nan and -0.0 stay exact
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Dense) and self.type == other.type and self.data == other.data

@@ -43,6 +43,10 @@ class Builder:
         opdef = get_opdef(name)
         where = loc if loc is not None else self.loc
         try:
+            lo, hi = opdef.arity()
+            if len(operands) < lo or (hi is not None and len(operands) > hi):
+                want = f"{lo}" if lo == hi else f"{lo}..{hi if hi is not None else 'n'}"
+                raise TypeInferenceError(f"expects {want} operands, got {len(operands)}")
             canon = opdef.check_attrs(attrs or {})
             if opdef.declared_types:
                 if result_types is None:

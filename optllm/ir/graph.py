@@ -86,12 +86,18 @@ class Graph:
         return op
 
     def insert_before(self, anchor: Operation, op: Operation) -> Operation:
+        self._check_anchor(anchor)
         self._link(op, anchor.prev, anchor)
         return op
 
     def insert_after(self, anchor: Operation, op: Operation) -> Operation:
+        self._check_anchor(anchor)
         self._link(op, anchor, anchor.next)
         return op
+
+    def _check_anchor(self, anchor: Operation) -> None:
+        if anchor.parent is not self:
+            raise ValueError(f"anchor {anchor.name} is not in graph {self.name}")
 
     def unlink(self, op: Operation) -> None:
         """Take ``op`` out of the list without touching its operands (to move it)."""

@@ -50,20 +50,25 @@ def load_weights(module: Module, path: Path) -> None:
         keys = list(handle.keys())
     except Exception as e:  # safetensors raises its own SafetensorError for corrupt headers
         raise WeightsError(f"cannot read weights file '{path}': {e}") from None
+    int4 = set((handle.metadata() or {}).get(_I4_KEY, "").split(",")) - {""}
     for key in keys:
         sl = handle.get_slice(key)
-        dtype = DType.from_numpy(_ST_DTYPES.get(sl.get_dtype(), "float32"))
+        dtype = DType.i4 if key in int4 else _ST_DTYPES.get(sl.get_dtype())
+        if dtype is None:
+            raise WeightsError(f"weights file '{path}': tensor '{key}' has unsupported dtype {sl.get_dtype()}")
         ttype = TensorType(tuple(int(d) for d in sl.get_shape()), dtype)
-        module.constants.add_lazy(key, ttype, _tensor_loader(handle, key))
+        module.constants.add_lazy(key, ttype, _tensor_loader(handle, key, dtype))
     module.constants.source = str(path)
 
 
-def _tensor_loader(handle: Any, key: str) -> Callable[[], np.ndarray]:
-    return lambda: handle.get_tensor(key)
+def _tensor_loader(handle: Any, key: str, dtype: DType) -> Callable[[], np.ndarray]:
+    return lambda: handle.get_tensor(key).astype(dtype.to_numpy(), copy=False)
 
 
-_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32",
-              "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+_ST_DTYPES = {"F64": DType.f64, "F32": DType.f32, "F16": DType.f16, "BF16": DType.bf16, "I64": DType.i64,
+              "I32": DType.i32, "I16": DType.i16, "I8": DType.i8, "U8": DType.u8, "BOOL": DType.bool}
+# safetensors has no int4: i4 tensors are stored as I8 and listed under this metadata key.
+_I4_KEY = "optllm.i4"
 
 
 def load_module(path: str | os.PathLike[str], text: str | None = None) -> Module:
@@ -86,12 +91,21 @@ def save_module(module: Module, path: str | os.PathLike[str]) -> Path:
 
     path = Path(path)
     module.drop_unused_constants()
+    weights = path.with_suffix(".safetensors")
+    blob = None
     if len(module.constants):
-        weights = path.with_suffix(".safetensors")
-        blob = save({name: arr for name, arr in module.constants.items()})
+        arrays = dict(module.constants.items())
+        int4 = [n for n, a in arrays.items() if DType.from_numpy(a.dtype) is DType.i4]
+        arrays.update({n: arrays[n].astype(np.int8) for n in int4})
+        blob = save(arrays, metadata={_I4_KEY: ",".join(int4)} if int4 else None)
+    # Everything is serialised before anything is written: a failure leaves no new file.
+    old_weights, module.weights_file = module.weights_file, weights.name if blob is not None else None
+    try:
+        text = print_module(module)
+    except BaseException:
+        module.weights_file = old_weights
+        raise
+    if blob is not None:
         atomic_write(weights, blob)
-        module.weights_file = weights.name
-    else:
-        module.weights_file = None
-    atomic_write(path, print_module(module))
+    atomic_write(path, text)
     return path

@@ -116,6 +116,9 @@ class SymExpr:
     def __mod__(self, other: Dim) -> Dim:
         return mod(self, other)
 
+    def __rmod__(self, other: Dim) -> Dim:
+        return mod(other, self)
+
     # -- queries ------------------------------------------------------------------------
     def symbols(self) -> set[str]:
         out: set[str] = set()

@@ -98,6 +98,9 @@ class TensorType:
     dtype: DType
 
     def __post_init__(self) -> None:
+        # Accept lists and numpy integers, store a tuple of int / SymExpr (types must hash).
+        shape = tuple(int(d) if isinstance(d, np.integer) else d for d in self.shape)
+        object.__setattr__(self, "shape", shape)
         for d in self.shape:
             if not isinstance(d, SymExpr) and (isinstance(d, bool) or not isinstance(d, int)):
                 raise TypeError(f"invalid dimension {d!r} in tensor type")

@@ -326,8 +326,10 @@ def _slice_len(size: Dim, start: Dim, end: Dim, step: int) -> Dim:
         end = min(end, size)
     elif isinstance(end, int) and end >= 2**31:
         end = size
+    elif isinstance(end - size, int):  # end = size + c: clamp statically (S-1 stays S-1)
+        end = size if end - size >= 0 else end  # type: ignore[operator]
     else:
-        end = sym_min(end, size) if end != size else size
+        end = sym_min(end, size)
     if isinstance(start, int) and isinstance(end, int):
         return max(0, (end - start + step - 1) // step)
     n = end - start  # type: ignore[operator]
