@@ -31,6 +31,7 @@ class Parser:
         self.text = text
         self.filename = filename
         self.pos = 0
+        self.attr_pos: dict[str, tuple[int, int]] = {}  # key and value offsets of the last attr dict
 
     # -- diagnostics ---------------------------------------------------------------------------
     def error(self, msg: str, pos: int | None = None) -> ParseError:
@@ -229,6 +230,8 @@ class Parser:
             if key in out:
                 raise self.error(f"duplicate attribute '{key}'", kpos)
             self.expect("=", f"after attribute name '{key}'")
+            self.ws()
+            self.attr_pos[key] = (kpos, self.pos)
             out[key] = self.attr_value()
             if self.take("}"):
                 return out
@@ -306,6 +309,7 @@ class Parser:
         attrs: dict[str, Any] = {}
         self.ws()
         attr_pos = self.pos
+        self.attr_pos = {}
         if self.at("{"):
             attrs = self.attr_dict()
         types: list[TensorType] = []
@@ -320,7 +324,9 @@ class Parser:
         try:
             attrs = opdef.check_attrs(attrs)
         except AttrError as e:
-            raise self.error(f"'{op_name}': {e}", attr_pos) from None
+            bad = re.search(r"attribute '([^']+)'", str(e))
+            kpos, vpos = self.attr_pos.get(bad.group(1) if bad else "", (attr_pos, attr_pos))
+            raise self.error(f"'{op_name}': {e}", kpos if str(e).startswith("unknown") else vpos) from None
         regions: list[Graph] = []
         while self.at("{"):
             regions.append(self.region())

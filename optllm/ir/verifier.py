@@ -11,6 +11,7 @@ from optllm.ir.diagnostics import TypeInferenceError, VerifyError
 from optllm.ir.graph import Graph, Module
 from optllm.ir.ops import Operation
 from optllm.ir.printer import print_op
+from optllm.ir.values import Value
 
 
 def _fail(op: Operation, msg: str, where: str) -> VerifyError:
@@ -24,11 +25,23 @@ def _check_uses(graph: Graph, op: Operation, where: str) -> None:
     for r in op.results:
         if r.owner is not op:
             raise _fail(op, f"result #{r.index} does not point back at its op", where)
-        for u in r.uses:
-            if u.index >= len(u.op.operands) or u.op.operands[u.index] is not r:
-                raise _fail(op, f"result #{r.index} lists a stale use by '{u.op.name}'", where)
-            if u.op.parent is None:
-                raise _fail(op, f"result #{r.index} is used by an erased '{u.op.name}'", where)
+        problem = _use_problem(r)
+        if problem:
+            raise _fail(op, f"result #{r.index} {problem}", where)
+
+
+def _use_problem(v: Value) -> str:
+    """What is wrong with ``v``'s use-list (stale, erased or repeated uses), or ""."""
+    seen: set[tuple[int, int]] = set()
+    for u in v.uses:
+        if u.index >= len(u.op.operands) or u.op.operands[u.index] is not v:
+            return f"lists a stale use by '{u.op.name}'"
+        if u.op.parent is None:
+            return f"is used by an erased '{u.op.name}'"
+        if (id(u.op), u.index) in seen:
+            return f"lists its use by '{u.op.name}' twice"
+        seen.add((id(u.op), u.index))
+    return ""
 
 
 def _check_op(op: Operation, defined: set[int], graph: Graph, module: Module | None, where: str) -> None:
@@ -42,6 +55,8 @@ def _check_op(op: Operation, defined: set[int], graph: Graph, module: Module | N
         if id(v) not in defined:
             if v.arg_of is not None and v.arg_of is not graph:
                 raise _fail(op, f"operand #{i} is an argument of another graph (regions are isolated)", where)
+            if v.owner is not None and v.owner.parent not in (None, graph):
+                raise _fail(op, f"operand #{i} is defined in another graph (regions are isolated)", where)
             raise _fail(op, f"operand #{i} does not dominate its use (defined later or erased)", where)
     try:
         canon = od.check_attrs(op.attrs)
@@ -73,6 +88,10 @@ def verify_graph(graph: Graph, module: Module | None = None) -> None:
     """Raise ``VerifyError`` on the first broken invariant of ``graph`` (regions included)."""
     where = f"@{graph.name}"
     defined = {id(v) for v in graph.inputs}
+    for i, v in enumerate(graph.inputs):
+        problem = _use_problem(v)
+        if problem:
+            raise VerifyError(f"argument #{i} {problem}", None, where)
     count = 0
     prev = None
     for op in graph:
