@@ -195,13 +195,13 @@ class Parser:
         values: list[Any] = []
         if splat or not self.at("["):
             text, vstart = self.raw_until(">")
-            values = [self.atom(text, vstart)]
+            values = [self.dense_value(ty, text, vstart)]
         else:
             self.expect("[")
             if not self.take("]"):
                 while True:
                     text, vstart = self.raw_until(",]")
-                    values.append(self.atom(text, vstart))
+                    values.append(self.dense_value(ty, text, vstart))
                     if self.take("]"):
                         break
                     self.expect(",", "or ']' in dense values")
@@ -217,6 +217,23 @@ class Parser:
             return Dense.from_array(arr.reshape(shape), ty.dtype)
         except (ValueError, TypeError, OverflowError) as e:
             raise self.error(f"bad dense values: {e}", start) from None
+
+    def dense_value(self, ty: TensorType, text: str, start: int) -> Any:
+        """One element of ``dense<ty: ...>``, checked to fit the element type exactly."""
+        v = self.atom(text, start)
+        dt = ty.dtype
+        if dt is DType.bool:
+            ok = isinstance(v, bool)
+        elif dt.is_float:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        else:
+            ok = isinstance(v, int) and not isinstance(v, bool)
+            info = _int_range(dt)
+            if ok and not info[0] <= v <= info[1]:
+                raise self.error(f"value {v} is out of range for {dt} [{info[0]}, {info[1]}]", start)
+        if not ok:
+            raise self.error(f"expected a {dt} value in dense<{ty}>, found '{text}'", start)
+        return v
 
     def attr_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -396,6 +413,15 @@ class Parser:
         if self.pos < len(self.text):
             raise self.error("unexpected text after the module")
         return m
+
+
+def _int_range(dt: DType) -> tuple[int, int]:
+    import numpy as np
+
+    if dt is DType.i4:
+        return -8, 7
+    info = np.iinfo(dt.to_numpy())
+    return int(info.min), int(info.max)
 
 
 def parse_module(text: str, filename: str = "<input>") -> Module:

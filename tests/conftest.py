@@ -1,0 +1,24 @@
+"""Shared test set-up: ``tests.*`` helpers are importable, and one hypothesis profile.
+
+``from tests.property.graphs import modules`` gives any test the random-graph generator.
+The ``optllm`` profile keeps property tests within the suite's time budget on a 2-core
+machine; ``HYPOTHESIS_PROFILE=thorough`` runs many more examples.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+settings.register_profile("optllm", max_examples=60, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("thorough", max_examples=1000, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "optllm"))
