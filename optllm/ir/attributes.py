@@ -94,47 +94,55 @@ def coerce(name: str, spec: AttrSpec, value: Any) -> Any:
     k = spec.kind
     if k is AttrKind.INT:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise AttrError(f"attribute '{name}' expects an int, got {format_attr(value)}")
+            raise AttrError(f"attribute '{name}' expects an int, got {_show(value)}")
         return int(value)
     if k is AttrKind.FLOAT:
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise AttrError(f"attribute '{name}' expects a float, got {format_attr(value)}")
+            raise AttrError(f"attribute '{name}' expects a float, got {_show(value)}")
         return float(value)
     if k is AttrKind.BOOL:
         if not isinstance(value, (bool, np.bool_)):
-            raise AttrError(f"attribute '{name}' expects true/false, got {format_attr(value)}")
+            raise AttrError(f"attribute '{name}' expects true/false, got {_show(value)}")
         return bool(value)
     if k is AttrKind.STR:
         if not isinstance(value, str):
-            raise AttrError(f"attribute '{name}' expects a string, got {format_attr(value)}")
+            raise AttrError(f"attribute '{name}' expects a string, got {_show(value)}")
         return value
     if k is AttrKind.DTYPE:
         if isinstance(value, str):
-            value = DType.parse(value)
+            try:
+                value = DType.parse(value)
+            except ValueError as e:
+                raise AttrError(f"attribute '{name}': {e}") from None
         if not isinstance(value, DType):
-            raise AttrError(f"attribute '{name}' expects an element type, got {format_attr(value)}")
+            raise AttrError(f"attribute '{name}' expects an element type, got {_show(value)}")
         return value
     if k is AttrKind.DIM:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer, SymExpr)):
-            raise AttrError(f"attribute '{name}' expects a dimension, got {format_attr(value)}")
+            raise AttrError(f"attribute '{name}' expects a dimension, got {_show(value)}")
         return value if isinstance(value, SymExpr) else int(value)
     if k is AttrKind.DENSE:
+        if isinstance(value, (np.ndarray, np.generic)):
+            try:
+                return Dense.from_array(value)
+            except ValueError as e:
+                raise AttrError(f"attribute '{name}': {e}") from None
         if not isinstance(value, Dense):
-            raise AttrError(f"attribute '{name}' expects dense<...>, got {format_attr(value)}")
+            raise AttrError(f"attribute '{name}' expects dense<...>, got {_show(value)}")
         return value
     if not isinstance(value, (list, tuple)):
-        raise AttrError(f"attribute '{name}' expects a list, got {format_attr(value)}")
+        raise AttrError(f"attribute '{name}' expects a list, got {_show(value)}")
     if k is AttrKind.INTS:
         if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in value):
-            raise AttrError(f"attribute '{name}' expects a list of ints, got {format_attr(value)}")
+            raise AttrError(f"attribute '{name}' expects a list of ints, got {_show(value)}")
         return tuple(int(v) for v in value)
     if k is AttrKind.FLOATS:
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
-            raise AttrError(f"attribute '{name}' expects a list of floats, got {format_attr(value)}")
+            raise AttrError(f"attribute '{name}' expects a list of floats, got {_show(value)}")
         return tuple(float(v) for v in value)
     # SHAPE
     if any(not isinstance(v, (int, SymExpr)) or isinstance(v, bool) for v in value):
-        raise AttrError(f"attribute '{name}' expects a list of dims, got {format_attr(value)}")
+        raise AttrError(f"attribute '{name}' expects a list of dims, got {_show(value)}")
     return tuple(int(v) if isinstance(v, int) else v for v in value)
 
 
@@ -152,8 +160,24 @@ def _format_scalar(v: Any, dtype: DType) -> str:
     if dtype is DType.bool:
         return "true" if v else "false"
     if dtype.is_float:
-        return format_float(float(v))
+        return _format_float_as(v, dtype)
     return str(int(v))
+
+
+def _format_float_as(v: Any, dtype: DType) -> str:
+    """Shortest text that reads back (through float64) as the same ``dtype`` value: an f32
+    1e-05 prints as ``1e-05``, not as its float64 expansion ``9.999999747378752e-06``."""
+    x = float(v)
+    if dtype is DType.f64 or not math.isfinite(x):
+        return format_float(x)
+    npt = dtype.to_numpy()
+    want = np.asarray(v, npt).tobytes()
+    with np.errstate(over="ignore"):  # a too-short text may overflow the narrow type
+        for digits in range(1, 18):
+            text = f"{x:.{digits}g}"
+            if np.asarray(float(text)).astype(npt).tobytes() == want:
+                return text if any(c in text for c in ".e") else text + ".0"
+    return format_float(x)
 
 
 def format_dense(d: Dense) -> str:
@@ -189,6 +213,14 @@ def format_attr(v: Any) -> str:
     if v is None:
         return "none"
     raise TypeError(f"cannot print attribute value {v!r}")
+
+
+def _show(v: Any) -> str:
+    """An attribute value for an error message (anything, printable or not)."""
+    try:
+        return format_attr(v)
+    except TypeError:
+        return repr(v)
 
 
 def _quote(s: str) -> str:

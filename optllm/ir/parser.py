@@ -323,6 +323,8 @@ class Parser:
             operands.append(self.use(scope))
             while self.take(","):
                 operands.append(self.use(scope))
+            if self.at("%"):
+                raise self.error("expected ',' between operands")
         attrs: dict[str, Any] = {}
         self.ws()
         attr_pos = self.pos

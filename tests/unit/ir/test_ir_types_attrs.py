@@ -225,3 +225,24 @@ def test_dense_parse_errors(text: str, msg: str) -> None:
 
     with pytest.raises(ParseError, match=msg):
         _parse_attr(text)
+
+
+@pytest.mark.parametrize("arr,text", [
+    (np.array([1e-05, 0.1, 1 / 3], np.float32), "dense<f32[3]: [1e-05, 0.1, 0.33333334]>"),
+    (np.array([0.1, 65504.0], np.float16), "dense<f16[2]: [0.1, 6.55e+04]>"),
+    (np.array([0.1, 3.0], ml_dtypes.bfloat16), "dense<bf16[2]: [0.1, 3.0]>"),
+    (np.array([0.1], np.float64), "dense<f64[1]: [0.1]>"),
+])
+def test_dense_floats_print_shortest_for_their_type(arr: np.ndarray, text: str) -> None:
+    assert format_dense(Dense.from_array(arr)) == text
+
+
+def test_numpy_arrays_coerce_to_dense() -> None:
+    d = coerce("value", attr(AttrKind.DENSE), np.array([1.0, 2.0], np.float32))
+    assert isinstance(d, Dense) and d.type == TensorType((2,), DType.f32)
+    with pytest.raises(AttrError, match="'value': numpy dtype complex64 has no optllm DType"):
+        coerce("value", attr(AttrKind.DENSE), np.zeros(2, np.complex64))
+    with pytest.raises(AttrError, match="'value' expects dense<...>, got array"):
+        coerce("value", attr(AttrKind.DENSE), object.__new__(type("array", (), {"__repr__": lambda s: "array"})))
+    with pytest.raises(AttrError, match="'dtype': unknown element type 'f8'"):
+        coerce("dtype", attr(AttrKind.DTYPE), "f8")
