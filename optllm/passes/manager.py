@@ -196,7 +196,10 @@ class PassManager:
                  stream: IO[str] | None = None, instrumentations: Iterable[Instrumentation] = ()) -> None:
         self.pipeline = as_pipeline(pipeline)
         self.specs = self.pipeline.expand()
-        self.passes = [spec.instantiate() for spec in self.specs]
+        if isinstance(pipeline, (str, Pipeline)):
+            self.passes = [spec.instantiate() for spec in self.specs]
+        else:  # pass instances run as given, registered or not
+            self.passes = list(pipeline)
         self.verify = verify
         after = [print_ir_after] if isinstance(print_ir_after, str) else list(print_ir_after)
         _check_pass_names(after, "--print-ir-after")

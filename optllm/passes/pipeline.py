@@ -249,10 +249,10 @@ class _Scanner:
         return m.group(0), False, start
 
 
-def _unknown_pass(s: _Scanner, e: UnknownPassError, pos: int) -> PipelineError:
+def _unknown_pass(s: _Scanner, e: UnknownPassError, pos: int, registry: PassRegistry) -> PipelineError:
     import difflib
 
-    close = difflib.get_close_matches(e.name, [*REGISTRY.names(), *NAMED_PIPELINES], n=3, cutoff=0.6)
+    close = difflib.get_close_matches(e.name, [*registry.names(), *NAMED_PIPELINES], n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
     return s.error(f"unknown pass '{e.name}'{hint}; `opt-llm --list-passes` lists the available passes", pos)
 
@@ -296,7 +296,7 @@ def _entry(s: _Scanner, registry: PassRegistry) -> PassSpec | PipelineRef:
     try:
         cls = registry.get(name)
     except UnknownPassError as e:
-        raise _unknown_pass(s, e, pos) from None
+        raise _unknown_pass(s, e, pos, registry) from None
     except RegistryError as e:
         raise s.error(str(e), pos) from None
     infos = cls.options()

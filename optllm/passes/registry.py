@@ -20,7 +20,6 @@ same name is an error naming both.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib
 import importlib.metadata
@@ -71,7 +70,8 @@ class EntryPointLike(Protocol):
 class _Entry:
     loader: PassLoader
     source: str
-    cls: type[Pass] | None = None
+    origin: Any = None  # the object the plugin listed (a loader or a class): the same object
+    cls: type[Pass] | None = None  # listed again through another route is not a clash
 
 
 def _installed_entry_points() -> list[EntryPointLike]:
@@ -97,7 +97,8 @@ def _check_class(cls: Any, name: str, source: str) -> type[Pass]:
         raise PluginError(f"{source}: the loader of pass '{name}' returned {cls!r}, not a Pass subclass")
     if cls.name != name:
         raise PluginError(f"{source}: pass '{name}' is registered with a class named '{cls.name}'")
-    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+    params = cls.__dict__.get("__dataclass_params__")  # the class itself must be decorated
+    if params is None or not params.frozen:
         raise PluginError(f"{source}: pass class {cls.__qualname__} must be a @dataclass(frozen=True)")
     return cls
 
@@ -130,21 +131,24 @@ class PassRegistry:
                 if not isinstance(table, Mapping):
                     raise PluginError(f"it names {type(table).__name__}, not a mapping of pass names to loaders")
                 for name, value in table.items():
-                    self.add(name, _as_loader(value, name, source), source, strict=False)
+                    self.add(name, _as_loader(value, name, source), source, strict=False, origin=value)
             except Exception as e:  # a broken plugin must not break the others
                 self._broken.append(f"{source} failed to load: {type(e).__name__}: {e}")
 
-    def add(self, name: str, loader: PassLoader, source: str, *, strict: bool = True) -> None:
+    def add(self, name: str, loader: PassLoader, source: str, *, strict: bool = True, origin: Any = None) -> None:
         """Register ``name``; a clash with another source raises (``strict``) or is recorded."""
         if not _NAME.match(name):
             raise RegistryError(f"{source}: pass name '{name}' is not kebab-case (like 'fold-residual')")
+        origin = loader if origin is None else origin
         old = self._entries.get(name)
+        if old is not None and old.origin is origin:
+            return
         if old is not None and old.source != source:
             if strict:
                 raise RegistryError(f"pass '{name}' is registered twice: by {old.source} and by {source}")
             self._clashes.setdefault(name, [old.source]).append(source)
             return
-        self._entries[name] = _Entry(loader, source)
+        self._entries[name] = _Entry(loader, source, origin)
 
     def register(self, cls: type[Pass], source: str | None = None) -> type[Pass]:
         """Register a pass class under ``cls.name`` (usable as a class decorator)."""
@@ -152,7 +156,7 @@ class PassRegistry:
         where = source or f"{cls.__module__}.{cls.__qualname__} ({declared_in(cls)})"
         name = cls.name
         _check_class(cls, name, where)
-        self.add(name, lambda: cls, where)
+        self.add(name, lambda: cls, where, origin=cls)
         return cls
 
     def unregister(self, name: str) -> None:
@@ -211,9 +215,7 @@ class PassRegistry:
         if not isinstance(table, Mapping):
             raise PluginError(f"{source}: PASSES must map pass names to loaders, got {type(table).__name__}")
         for name, value in table.items():
-            if self._entries.get(name) is not None and name not in before:
-                continue  # registered with @register_pass during the import and listed again
-            self.add(name, _as_loader(value, name, source), source)
+            self.add(name, _as_loader(value, name, source), source, origin=value)
         names = sorted(set(self._entries) - before)
         self._plugins[key] = names
         return names

@@ -424,24 +424,19 @@ def _is_user_error(e: BaseException) -> bool:
     return isinstance(e, (OptllmError, UsageError, OSError, ModuleNotFoundError))
 
 
-class _Formatter:
-    def format(self, record: Any) -> str:
-        return f"opt-llm: {record.levelname.lower()}: {record.getMessage()}"
-
-
 def _setup_logging(debug: bool) -> None:
-    """Warnings (and with --debug, info) of the ``optllm`` loggers as ``opt-llm: warning: ...``."""
+    """Warnings (and with --debug, info) of the ``optllm`` loggers as ``opt-llm: warning: ...``
+    on the current ``sys.stderr``."""
     import logging
 
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            print(f"opt-llm: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+
     logger = logging.getLogger("optllm")
-    if any(getattr(h, "_opt_llm", False) for h in logger.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())  # type: ignore[arg-type]
-    handler._opt_llm = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
     logger.setLevel(logging.INFO if debug else logging.WARNING)
-    logger.propagate = False
+    if not any(type(h).__name__ == "Handler" and h.__module__ == __name__ for h in logger.handlers):
+        logger.addHandler(Handler())
 
 
 def main(argv: list[str] | None = None) -> int:
