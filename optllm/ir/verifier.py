@@ -84,10 +84,15 @@ def _check_op(op: Operation, defined: set[int], graph: Graph, module: Module | N
     od.verify(op)
 
 
-def verify_graph(graph: Graph, module: Module | None = None) -> None:
-    """Raise ``VerifyError`` on the first broken invariant of ``graph`` (regions included)."""
+def verify_graph(graph: Graph, module: Module | None = None, bound: set[str] | None = None) -> None:
+    """Raise ``VerifyError`` on the first broken invariant of ``graph`` (regions included).
+
+    ``bound``: the symbolic dims the arguments bind (a function's own; a region's from above).
+    """
     where = f"@{graph.name}"
     defined = {id(v) for v in graph.inputs}
+    if bound is None:
+        bound = set().union(*(v.type.symbols() for v in graph.inputs))
     for i, v in enumerate(graph.inputs):
         problem = _use_problem(v)
         if problem:
@@ -101,10 +106,15 @@ def verify_graph(graph: Graph, module: Module | None = None) -> None:
         count += 1
         _check_op(op, defined, graph, module, where)
         _check_uses(graph, op, where)
+        for r in op.results:
+            free = r.type.symbols() - bound
+            if free:
+                raise _fail(op, f"result #{r.index} type {r.type} uses {', '.join(sorted(free))}, which no "
+                                f"argument binds", where)
         for region in op.regions:
             if region.parent_op is not op:
                 raise _fail(op, "region does not point back at its op", where)
-            verify_graph(region, module)
+            verify_graph(region, module, bound)
             if [v.type for v in region.outputs] != [r.type for r in op.results]:
                 raise _fail(op, "region results do not match the op's result types", where)
         defined.update(id(r) for r in op.results)

@@ -244,3 +244,17 @@ def test_verify_error_without_loc() -> None:
     g.append(Operation(get_opdef("core.neg"), [g.inputs[0]], [TensorType((5,), DType.f32)]))
     with pytest.raises(VerifyError, match=r"^'core.neg' in @forward: result types"):
         verify_graph(g)
+
+
+def test_symbols_must_be_bound_by_arguments() -> None:
+    with pytest.raises(VerifyError, match=r"'core.full' at loc\(\"mask\"\).*result #0 type f32\[T,4\] uses T, which no argument binds"):
+        _verify_text('%0 = core.full {shape = [T, 4], value = 0.0, dtype = f32} : f32[T,4] loc("mask")\n')
+    _verify_text("%0 = core.full {shape = [S, B], value = 0.0, dtype = f32} : f32[S,B]\n")
+    body = """\
+        %0 = fused.region %x : f32[B,S,64] {
+          ^(%a: f32[B,S,64]):
+          %0 = core.arange {end = S} : i64[S]
+          return %a
+        }
+        """
+    _verify_text(body)  # a region sees the symbols bound above it
