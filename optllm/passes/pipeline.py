@@ -229,7 +229,8 @@ class _Scanner:
         self.ws()
         start = self.pos
         if self.text.startswith('"', self.pos):
-            out, i = [], self.pos + 1
+            out: list[str] = []
+            i = self.pos + 1
             while i < len(self.text):
                 c = self.text[i]
                 if c == '"':

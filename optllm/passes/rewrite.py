@@ -233,10 +233,12 @@ def apply_patterns_greedily(target: Module | Graph | Iterable[Graph], patterns: 
     while iterations < max_iterations:
         iterations += 1
         worklist = _Worklist()
+        count = 0
         for g in graphs:
-            for op in g.walk():
-                worklist.push(op)
-        limit = max_rewrites if max_rewrites is not None else 100 * (len(worklist._members) + 10)
+            for each in g.walk():
+                worklist.push(each)
+                count += 1
+        limit = max_rewrites if max_rewrites is not None else 100 * (count + 10)
         rewriter = Rewriter(worklist)
         sweep_rewrites = 0
         while sweep_rewrites < limit and (op := worklist.pop()) is not None:

@@ -139,7 +139,9 @@ def _read_text(path: str) -> tuple[str, str]:
 
 def split_chunks(text: str) -> list[str]:
     """Split at lines ``// -----``; each chunk keeps its line numbers (padded with newlines)."""
-    chunks, current, start = [], [], 0
+    chunks: list[str] = []
+    current: list[str] = []
+    start = 0
     lines = text.splitlines(keepends=True)
     for i, line in enumerate(lines):
         if line.strip() == "// -----":
@@ -343,7 +345,7 @@ def _run(args: argparse.Namespace) -> int:
     print(_table(rows))
     if args.output:
         buf = io.BytesIO()
-        np.savez(buf, **{f"output{i}": y for i, y in enumerate(outs)})
+        np.savez(buf, **{f"output{i}": y for i, y in enumerate(outs)})  # type: ignore[arg-type]
         atomic_write(args.output, buf.getvalue())
     return 0
 
