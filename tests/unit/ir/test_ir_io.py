@@ -148,3 +148,22 @@ def test_load_from_text_resolves_weights_beside_path(tmp_path: Path) -> None:
     loaded = load_module(tmp_path / "tiny.oir", text=text)
     assert loaded.constants.source == str(tmp_path / "tiny.safetensors")
     assert loaded.constants["ids"].tolist() == [3, 0, 2]
+
+
+def test_resave_over_the_lazily_loaded_file(tmp_path: Path) -> None:
+    path = save_module(_module(), tmp_path / "tiny.oir")
+    loaded = load_module(path)  # weights still lazy, read from the file about to be replaced
+    save_module(loaded, path)
+    again = load_module(path)
+    for key, arr in WEIGHTS.items():
+        assert again.constants[key].tobytes() == arr.tobytes(), key
+    assert sorted(os.listdir(tmp_path)) == ["tiny.oir", "tiny.safetensors"]
+
+
+def test_save_under_another_name_moves_the_weights_reference(tmp_path: Path) -> None:
+    m = _module()
+    save_module(m, tmp_path / "a.oir")
+    save_module(m, tmp_path / "b.oir")
+    assert 'weights("b.safetensors")' in (tmp_path / "b.oir").read_text()
+    assert 'weights("a.safetensors")' in (tmp_path / "a.oir").read_text()
+    verify_module(load_module(tmp_path / "a.oir"))
