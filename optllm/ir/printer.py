@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from optllm.ir.attributes import format_attr
+from optllm.ir.attributes import AttrSpec, coerce, format_attr
 from optllm.ir.graph import Graph, Module
 from optllm.ir.ops import Operation
 from optllm.ir.values import Value
@@ -58,11 +58,16 @@ class _Namer:
             return "<<undefined>>"
 
 
+def _default_text(key: str, spec: AttrSpec) -> str:
+    return format_attr(coerce(key, spec, spec.default))
+
+
 def _print_attrs(op: Operation) -> str:
     items = []
     for key, value in op.attrs.items():
         spec = op.opdef.attrs.get(key)
-        if spec is not None and spec.default is not None and value == spec.default:
+        # Compare texts, not values: -0.0 == 0.0 and 1 == True, but they print (and are) different.
+        if spec is not None and spec.default is not None and format_attr(value) == _default_text(key, spec):
             continue
         items.append(f"{key} = {format_attr(value)}")
     return " {" + ", ".join(items) + "}" if items else ""

@@ -285,3 +285,29 @@ def test_module_level_parse_errors(text: str, expected: str, line: int) -> None:
         parse_module(text)
     assert expected in ei.value.msg, ei.value.msg
     assert ei.value.line == line
+
+
+def test_attribute_equal_to_default_only_by_value_is_printed() -> None:
+    from optllm.ir import AttrKind, OpDef, attr, register_op
+
+    @register_op
+    class LeakyForTest(OpDef):
+        """``%1 = test.leaky %0 {alpha = -0.0} : f32[N]`` (a plugin-style op with a 0.0 default)."""
+
+        name = "test.leaky"
+        operands = ("x",)
+        attrs = {"alpha": attr(AttrKind.FLOAT, 0.0)}
+
+        def infer(self, types, attrs):  # type: ignore[no-untyped-def]
+            return [types[0]]
+
+    g = Graph("forward", [TensorType((2,), DType.f32)], ["x"])
+    b = Builder.at_end(g)
+    g.set_outputs([b.op("test.leaky", g.inputs[0], alpha=-0.0), b.op("test.leaky", g.inputs[0], alpha=0.0)])
+    m = Module("m")
+    m.add_graph(g)
+    text = print_module(m)
+    assert "%0 = test.leaky %x {alpha = -0.0} : f32[2]" in text  # -0.0 == 0.0, yet not the default
+    assert "%1 = test.leaky %x : f32[2]" in text
+    back = parse_module(text).main.ops[0].attrs["alpha"]
+    assert str(back) == "-0.0"
