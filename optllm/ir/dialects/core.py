@@ -251,7 +251,13 @@ class MatMul(OpDef):
         return [TensorType(batch + (a.shape[-2], b.shape[-1]), dt)]
 
     def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
-        return [np.matmul(inputs[0], inputs[1])]
+        a, b = inputs
+        if a.ndim > 2 and b.ndim == 2:
+            # Fold the batch dims into rows, as torch's matmul/linear do: one GEMM, the same
+            # blocking as torch (numpy's stacked matmul loops over rows several times slower).
+            rows = np.matmul(a.reshape(-1, a.shape[-1]), b)
+            return [rows.reshape(a.shape[:-1] + (b.shape[-1],))]
+        return [np.matmul(a, b)]
 
     def cost(self, in_types: Sequence[TensorType], out_types: Sequence[TensorType], attrs: Attrs,
              env: Env) -> Cost:
