@@ -4,7 +4,7 @@ This package imports nothing else from optllm (the dependency root).
 """
 
 from optllm.ir.attributes import AttrKind, AttrSpec, Dense, attr
-from optllm.ir.builder import BuildError, Builder
+from optllm.ir.builder import Builder, BuildError
 from optllm.ir.diagnostics import IRError, OptllmError, ParseError, TypeInferenceError, VerifyError
 from optllm.ir.graph import ConstantTable, Graph, Module, graph_stats
 from optllm.ir.ops import Cost, OpDef, Operation, Trait, all_opdefs, get_opdef, register_op

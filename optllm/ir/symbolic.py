@@ -168,7 +168,7 @@ class SymExpr:
         return f"SymExpr({self})"
 
 
-Dim = Union[int, SymExpr]
+Dim = int | SymExpr
 
 
 def _as_dict(x: Dim) -> dict[Monomial, int]:
