@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 
 from optllm.backends.reference import run_module
 from optllm.ir import Builder, DType, Graph, Module, TensorType, Value
-from optllm.ir.dialects._shapes import broadcast_shapes
 from optllm.ir.diagnostics import TypeInferenceError
+from optllm.ir.dialects._shapes import broadcast_shapes
 from optllm.ir.symbolic import Dim, SymExpr, is_static
 
 __all__ = ["modules", "envs", "random_inputs", "run_reference", "assert_outputs_close", "tolerance",

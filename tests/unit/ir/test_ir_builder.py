@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from optllm.ir import BuildError, Builder, DType, Graph, TensorType, VerifyError, get_opdef, verify_graph
+from optllm.ir import Builder, BuildError, DType, Graph, TensorType, VerifyError, get_opdef, verify_graph
 from optllm.ir.symbolic import SymExpr
 
 B = SymExpr.symbol("B")

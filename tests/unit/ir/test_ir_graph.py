@@ -6,7 +6,18 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from optllm.ir import Builder, DType, Graph, Module, Operation, TensorType, VerifyError, get_opdef, graph_stats, verify_graph
+from optllm.ir import (
+    Builder,
+    DType,
+    Graph,
+    Module,
+    Operation,
+    TensorType,
+    VerifyError,
+    get_opdef,
+    graph_stats,
+    verify_graph,
+)
 from optllm.ir.graph import ConstantTable
 
 F = TensorType((4,), DType.f32)

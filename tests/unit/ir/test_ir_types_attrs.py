@@ -9,7 +9,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from optllm.ir import AttrKind, DType, Dense, TensorType, attr, parse_type
+from optllm.ir import AttrKind, Dense, DType, TensorType, attr, parse_type
 from optllm.ir.attributes import AttrError, coerce, format_attr, format_dense, format_float
 from optllm.ir.parser import Parser
 from optllm.ir.symbolic import SymExpr
