@@ -79,10 +79,6 @@ class PassContext:
         if self.debug_stream is not None:
             print(msg, file=self.debug_stream)
 
-    def fork(self) -> PassContext:
-        """A fresh context (no counters) with the same debugging switches."""
-        return PassContext(debug_patterns=self.debug_patterns, debug_stream=self.debug_stream)
-
 
 def option(default: Any = dataclasses.MISSING, doc: str = "") -> Any:
     """Declare a pass option with a one-line ``doc`` shown by ``opt-llm --list-passes``."""

@@ -48,14 +48,10 @@ def is_splat_of(v: Value, want: float, *, signed_zero: float | None = None) -> b
     return True
 
 
-def _operand_with(op: Operation, other_is_identity: Callable[[Value], bool]) -> Value | None:
-    """For a commutative binary op: the operand whose partner satisfies the predicate."""
+def _operands_with(op: Operation, other_is_identity: Callable[[Value], bool]) -> list[Value]:
+    """For a commutative binary op: each operand whose partner satisfies the predicate."""
     x, y = op.operands
-    if other_is_identity(y):
-        return x
-    if other_is_identity(x):
-        return y
-    return None
+    return [a for a, b in ((x, y), (y, x)) if other_is_identity(b)]
 
 
 def _same_type(x: Value, op: Operation) -> str | None:
@@ -71,10 +67,15 @@ class ReplaceWithOperand(Pattern):
     def rewrite(self, match: Match, rewriter: Rewriter) -> None:
         rewriter.replace_op(match.op, match.x)
 
-    def keep(self, op: Operation, x: Value | None, why: str) -> Match | str:
-        if x is None:
+    def keep(self, op: Operation, x: Value | list[Value] | None, why: str) -> Match | str:
+        """Match with the first candidate that has the result's exact type."""
+        candidates = [] if x is None else [x] if isinstance(x, Value) else x
+        if not candidates:
             return why
-        return _same_type(x, op) or Match(op, x=x)
+        for c in candidates:
+            if c.type == op.result.type:
+                return Match(op, x=c)
+        return _same_type(candidates[0], op) or why
 
 
 class MulOne(ReplaceWithOperand):
@@ -83,7 +84,7 @@ class MulOne(ReplaceWithOperand):
     root = "core.mul"
 
     def match(self, op: Operation) -> Match | str:
-        return self.keep(op, _operand_with(op, lambda v: is_splat_of(v, 1)), "no operand is a splat 1")
+        return self.keep(op, _operands_with(op, lambda v: is_splat_of(v, 1)), "no operand is a splat 1")
 
 
 class DivOne(ReplaceWithOperand):
@@ -112,7 +113,7 @@ class AddNegZero(ReplaceWithOperand):
     root = "core.add"
 
     def match(self, op: Operation) -> Match | str:
-        x = _operand_with(op, lambda v: is_splat_of(v, 0, signed_zero=-0.0))
+        x = _operands_with(op, lambda v: is_splat_of(v, 0, signed_zero=-0.0))
         return self.keep(op, x, "no operand is a splat -0.0 (or an integer 0)")
 
 

@@ -412,7 +412,8 @@ def _stats(args: argparse.Namespace) -> int:
 
 # -- entry point -------------------------------------------------------------------------------------------
 def _dispatch(argv: list[str]) -> int:
-    first = next((a for a in argv if a != "--debug"), None)
+    argv = [a for a in argv if a != "--debug"]  # main() handles it, wherever it stands
+    first = argv[0] if argv else None
     if first in VERBS:
         args = _verb_parser().parse_args(argv)
         _load_plugins(args.load_pass_plugin)

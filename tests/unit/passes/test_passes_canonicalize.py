@@ -135,3 +135,12 @@ def test_works_on_symbolic_shapes_and_in_regions() -> None:
     run_pipeline(m, "canonicalize")
     body = m.main.first.regions[0]  # type: ignore[union-attr]
     assert len(body) == 0 and body.outputs[0] is body.inputs[0]
+
+
+def test_commutative_identities_try_both_operands() -> None:
+    # mul(1 : f32[], 1 : f32[8]): keeping the f32[] one would change the type; the other is exact
+    m = parse_module(_module("%0 = core.constant {value = dense<f32[]: 1.0>} : f32[]\n"
+                             "%1 = core.full {shape = [8], value = 1.0, dtype = f32} : f32[8]\n"
+                             "%2 = core.mul %0, %1 : f32[8]\nreturn %2"))
+    run_pipeline(m, "canonicalize")
+    assert [op.name for op in m.main] == ["core.full"]
