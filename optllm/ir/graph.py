@@ -181,8 +181,9 @@ class ConstantTable:
         while name in self._types:
             name = f"{base}_{n}"
             n += 1
+        ttype = TensorType(tuple(int(d) for d in arr.shape), DType.from_numpy(arr.dtype))  # may raise: first
         self._arrays[name] = arr
-        self._types[name] = TensorType(tuple(int(d) for d in arr.shape), DType.from_numpy(arr.dtype))
+        self._types[name] = ttype
         self._by_hash[key] = name
         return name
 

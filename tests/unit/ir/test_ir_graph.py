@@ -229,6 +229,15 @@ def test_constant_table_keeps_different_data_apart() -> None:
     assert dict(t.items()).keys() == {"w", "w_1", "w_2", "h", "r", "b"}
 
 
+def test_constant_table_rejects_unsupported_dtypes_cleanly() -> None:
+    t = ConstantTable()
+    with pytest.raises(ValueError, match="no optllm DType"):
+        t.add(np.zeros(2, np.complex64), "c")
+    assert len(t) == 0 and "c" not in t
+    with pytest.raises(KeyError):
+        t["c"]
+
+
 def test_constant_table_lazy_and_remove() -> None:
     t = ConstantTable()
     calls = []
