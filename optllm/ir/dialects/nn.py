@@ -258,3 +258,77 @@ class Attention(OpDef):
         ev = in_types[2].concrete_shape(dict(env))[-1]
         rows = int(np.prod(q[:-1]))
         return Cost(2.0 * rows * s * (q[-1] + ev) + 5.0 * rows * s, base.bytes_read, base.bytes_written)
+
+
+ACTIVATIONS = ("none", "gelu", "gelu_tanh", "silu", "relu")
+
+
+def apply_activation(y: np.ndarray, activation: str) -> np.ndarray:
+    """The epilogue activations of ``nn.linear``, with the same numerics as the standalone ops."""
+    if activation == "none":
+        return y
+    if activation in ("gelu", "gelu_tanh"):
+        approx = "tanh" if activation == "gelu_tanh" else "none"
+        return Gelu().reference([y], {"approximate": approx}, {})[0]
+    if activation == "silu":
+        return Silu().reference([y], {}, {})[0]
+    return Relu().reference([y], {}, {})[0]
+
+
+@register_op
+class Linear(OpDef):
+    """GEMM with an epilogue — one kernel launch::
+
+        %y = nn.linear %x, %w, %b, %r {bias = true, residual = true} : f32[B,S,768]
+
+    y = act(x @ W + b) + r, where W is ``w`` ([K, N]) or, with ``transpose_w``, ``w``
+    transposed (``w`` is [N, K], PyTorch's nn.Linear layout). ``bias`` ([N]) and ``residual``
+    (the output's shape) are optional operands, present when the flag of the same name is true,
+    in that order. ``activation`` is one of none, gelu, gelu_tanh, silu, relu.
+    """
+
+    name = "nn.linear"
+    operands = ("x", "w", "bias?", "residual?")
+    attrs = {"transpose_w": attr(AttrKind.BOOL, False), "bias": attr(AttrKind.BOOL, False),
+             "residual": attr(AttrKind.BOOL, False), "activation": attr(AttrKind.STR, "none")}
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        x, w = types[0], types[1]
+        want = 2 + int(attrs["bias"]) + int(attrs["residual"])
+        if len(types) != want:
+            raise TypeInferenceError(f"nn.linear with bias={attrs['bias']}, residual={attrs['residual']} "
+                                     f"takes {want} operands, got {len(types)}")
+        if attrs["activation"] not in ACTIVATIONS:
+            raise TypeInferenceError(f"nn.linear activation must be one of {', '.join(ACTIVATIONS)}")
+        require_float(x, self.name)
+        if x.rank < 1 or w.rank != 2 or x.dtype != w.dtype:
+            raise TypeInferenceError(f"nn.linear needs x [..., K] and a rank-2 w of one dtype, got {x}, {w}")
+        k, n = (w.shape[1], w.shape[0]) if attrs["transpose_w"] else (w.shape[0], w.shape[1])
+        if x.shape[-1] != k:
+            raise TypeInferenceError(f"nn.linear contracts {x.shape[-1]} with {k} ({x} by {w})")
+        out = TensorType(x.shape[:-1] + (n,), x.dtype)
+        rest = list(types[2:])
+        if attrs["bias"]:
+            b = rest.pop(0)
+            if b.shape != (n,) or b.dtype != x.dtype:
+                raise TypeInferenceError(f"nn.linear bias must be {x.dtype}[{n}], got {b}")
+        if attrs["residual"] and rest[0] != out:
+            raise TypeInferenceError(f"nn.linear residual must be {out}, got {rest[0]}")
+        return [out]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        x, w = inputs[0], inputs[1]
+        y = np.matmul(x, w.T if attrs["transpose_w"] else w)
+        rest = list(inputs[2:])
+        if attrs["bias"]:
+            y = y + rest.pop(0)
+        y = apply_activation(y, attrs["activation"])
+        if attrs["residual"]:
+            y = y + rest[0]
+        return [y.astype(x.dtype, copy=False)]
+
+    def cost(self, in_types: Sequence[TensorType], out_types: Sequence[TensorType], attrs: Attrs,
+             env: Env) -> Cost:
+        base = super().cost(in_types, out_types, attrs, env)
+        k = in_types[0].concrete_shape(dict(env))[-1]
+        return Cost(2.0 * out_types[0].numel(dict(env)) * k, base.bytes_read, base.bytes_written)
