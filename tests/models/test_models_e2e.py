@@ -1,0 +1,142 @@
+"""The four built-in models, end to end: torch.export -> IR -> reference executor vs torch eager.
+
+Each model is built once and imported once per attention implementation (module-scoped
+fixtures); one imported module is then run at two batch/sequence sizes, which only works if
+the batch and sequence dims really are symbolic. fp32 outputs must match torch eager within
+rtol=1e-5, atol=1e-5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from optllm.backends.reference import run_module
+from optllm.frontends.fx import Imported, import_torch
+from optllm.frontends.zoo import BUILTIN, example_kwargs, load_model, set_attn_implementation
+from optllm.ir import graph_stats, parse_module, print_module, verify_module
+
+pytestmark = pytest.mark.slow
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+RTOL = ATOL = 1e-5
+SHAPES = [(2, 16, 0), (3, 11, 3)]  # batch, sequence, padded positions in the last row
+INNER_LOC = {  # an op that must carry the innermost module path
+    "minilm": "encoder.layer.0.attention.self.query",
+    "gpt2": "transformer.h.0.attn.c_attn",
+    "llama-tiny": "model.layers.0.self_attn.q_proj",
+    "bert-base": "encoder.layer.0.attention.self.query",
+}
+
+
+@dataclass
+class Case:
+    name: str
+    impl: str
+    model: Any
+    imported: Imported
+
+
+CASES = [(name, impl) for name in BUILTIN for impl in ("sdpa", "eager")]
+_built: dict[str, Any] = {}
+
+
+def _model(name: str) -> Any:
+    """Each model is built once; only the latest one is kept alive."""
+    if name not in _built:
+        _built.clear()
+        _built[name] = load_model(name)[0]
+    return _built[name]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{n}-{i}" for n, i in CASES])
+def case(request: Any) -> Any:
+    name, impl = request.param
+    model = _model(name)
+    set_attn_implementation(model, impl)
+    yield Case(name, impl, model, import_torch(model, example_kwargs(model, 2, 16)))
+    if request.param == CASES[-1]:
+        _built.clear()
+
+
+def _leaves(out: Any) -> dict[str, Any]:
+    if isinstance(out, torch.Tensor):
+        return {"output": out}
+    if isinstance(out, dict):  # ModelOutput is an OrderedDict
+        return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+    return {f"output[{i}]": v for i, v in enumerate(out) if isinstance(v, torch.Tensor)}
+
+
+@pytest.mark.parametrize("batch,seq,pad", SHAPES, ids=[f"{b}x{s}" for b, s, _ in SHAPES])
+def test_matches_torch_eager(case: Case, batch: int, seq: int, pad: int) -> None:
+    set_attn_implementation(case.model, case.impl)
+    kwargs = example_kwargs(case.model, batch, seq, pad=pad)
+    with torch.no_grad():
+        want = case.model(**kwargs)
+    sig = case.imported.signature
+    ours = run_module(case.imported.module, [t.numpy() for t in sig.flatten_inputs((), kwargs)])
+    got = sig.pack_outputs([torch.from_numpy(a) for a in ours])
+    assert type(got) is type(want)
+    want_leaves, got_leaves = _leaves(want), _leaves(got)
+    assert list(got_leaves) == list(want_leaves)
+    for key, w in want_leaves.items():
+        g, w = got_leaves[key].numpy(), w.numpy()
+        assert g.shape == w.shape and g.dtype == w.dtype == np.float32
+        err = np.abs(g.astype(np.float64) - w)
+        big = np.abs(w) > 1e-3
+        rel = (err[big] / np.abs(w[big])).max() if big.any() else 0.0
+        used = (err / (ATOL + RTOL * np.abs(w))).max()
+        print(f"{case.name}/{case.impl} {batch}x{seq} {key}: max abs {err.max():.2e}, "
+              f"max rel (|ref|>1e-3) {rel:.2e}, tolerance used {used:.2f}")
+        np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
+
+
+def test_ir_is_well_formed(case: Case) -> None:
+    module = case.imported.module
+    verify_module(module)
+    text = print_module(module)
+    assert print_module(parse_module(text)) == text
+    stats = graph_stats(module.main)
+    print(f"{case.name}/{case.impl}: {stats['nodes']} nodes, {stats['kernel_launches']} kernel launches, "
+          f"{len(module.constants)} constants")
+
+
+def test_dims_are_symbolic(case: Case) -> None:
+    graph = case.imported.module.main
+    assert [v.name_hint for v in graph.inputs] == case.imported.signature.input_names
+    assert graph.inputs[0].name_hint == "input_ids"
+    for v in graph.inputs:
+        assert str(v.type) == "i64[B,S]"
+    text = print_module(case.imported.module)
+    assert "func @forward(%input_ids: i64[B,S]" in text
+    assert "B*S" in text or case.name == "llama-tiny" or "[B,S," in text
+    assert not any(f"s{i}" in str(v.type) for v in graph.outputs for i in range(100))
+
+
+def test_locs_are_module_paths(case: Case) -> None:
+    paths = {name for name, _ in case.model.named_modules()}
+    locs = {op.loc for op in case.imported.module.main}
+    assert locs - {""} <= paths, f"not module paths: {sorted(locs - paths)[:5]}"
+    matmuls = {op.loc for op in case.imported.module.main if op.name == "core.matmul"}
+    assert INNER_LOC[case.name] in matmuls
+    attn = [op for op in case.imported.module.main if op.name in ("nn.attention", "nn.softmax")]
+    assert attn and all(op.loc for op in attn)
+
+
+def test_weights_are_shared_constants(case: Case) -> None:
+    module = case.imported.module
+    params = dict(case.model.named_parameters(remove_duplicate=False))
+    used = module.used_constants()
+    assert used <= set(module.constants.names())
+    # every stored tensor is one of the model's parameters or buffers, stored once
+    digests = {module.constants.digest(module.constants[n]) for n in module.constants.names()}
+    assert len(digests) == len(module.constants)
+    if case.name == "gpt2":  # tied input/output embeddings: one entry
+        assert params["lm_head.weight"] is params["transformer.wte.weight"]
+        names = [op.attrs["name"] for op in module.main if op.name == "core.weight"
+                 and op.result.type.shape == (50257, 768)]
+        assert len(set(names)) == 1
