@@ -54,7 +54,7 @@ class Builder:
                 types = list(result_types)
             else:
                 types = opdef.infer([v.type for v in operands], canon)
-        except (AttrError, TypeInferenceError) as e:
+        except (AttrError, TypeInferenceError, ValueError) as e:  # ValueError: a type with a negative dim
             shown = ", ".join(str(v.type) for v in operands)
             raise BuildError(f"cannot build with operands ({shown}): {e}", None,
                              f"'{name}'" + (f' at loc("{where}")' if where else "")) from None

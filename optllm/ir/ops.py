@@ -233,7 +233,7 @@ def infer_or_raise(opdef: OpDef, types: Sequence[TensorType], attrs: Mapping[str
                    op: Operation | None = None) -> list[TensorType]:
     try:
         return opdef.infer(types, attrs)
-    except TypeInferenceError as e:
+    except (TypeInferenceError, ValueError) as e:  # ValueError: a type with a negative dim
         raise VerifyError(str(e), op) from None
 
 

@@ -69,7 +69,7 @@ def _check_op(op: Operation, defined: set[int], graph: Graph, module: Module | N
     declared = [r.type for r in op.results]
     try:
         inferred = declared if od.declared_types else od.infer([v.type for v in op.operands], op.attrs)
-    except TypeInferenceError as e:
+    except (TypeInferenceError, ValueError) as e:  # ValueError: a type with a negative dim
         raise _fail(op, str(e), where) from None
     if inferred != declared:
         raise _fail(op, f"result types ({', '.join(map(str, declared))}) differ from the inferred "

@@ -108,3 +108,11 @@ def test_opdef_metadata() -> None:
     assert get_opdef("core.reshape").is_free and get_opdef("core.constant").is_free
     with pytest.raises(KeyError, match="unknown op 'nope.op'"):
         get_opdef("nope.op")
+
+
+def test_negative_dims_are_build_errors() -> None:
+    g, b = _graph(TensorType((2, 6), DType.f32))
+    with pytest.raises(BuildError, match=r"'core.split'.*negative dimension -1"):
+        b.create("core.split", [g.inputs[0]], {"axis": 1, "sizes": [-1, 7]})
+    with pytest.raises(BuildError, match=r"'core.full'.*negative dimension -3"):
+        b.op("core.full", shape=[-3], value=1.0, dtype=DType.f32)

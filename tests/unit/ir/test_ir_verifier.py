@@ -258,3 +258,10 @@ def test_symbols_must_be_bound_by_arguments() -> None:
         }
         """
     _verify_text(body)  # a region sees the symbols bound above it
+
+
+def test_negative_dims_from_attributes_are_verify_errors() -> None:
+    with pytest.raises(VerifyError, match=r"'core.split'.*negative dimension -1"):
+        _verify_text("%0, %1 = core.split %x {axis = 2, sizes = [-1, 65]} : f32[B,S,1], f32[B,S,65]\n")
+    with pytest.raises(VerifyError, match=r"'core.full'.*negative dimension -2"):
+        _verify_text("%0 = core.full {shape = [-2], value = 0.0, dtype = f32} : f32[2]\n")
