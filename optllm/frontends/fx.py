@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +74,9 @@ def import_torch(model: Any, example_inputs: Any = (), *, kwargs: Mapping[str, A
     if isinstance(model, torch.nn.Module):
         model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch's own export internals trip this deprecation (not the user's code)
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
             ep = torch.export.export(model, tuple(args), dict(kw), dynamic_shapes=dyn, strict=False)
             ep = ep.run_decompositions(_decomposition_table())
     except OptllmError:

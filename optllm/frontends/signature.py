@@ -153,9 +153,10 @@ def tree_from_pytree(spec: Any) -> dict[str, Any]:
         return {"kind": "list", "items": children}
     if typ is dict:
         return {"kind": "dict", "keys": [str(k) for k in spec.context], "items": children}
-    if isinstance(typ, type) and issubclass(typ, tuple) and hasattr(typ, "_fields"):  # namedtuple
-        return {"kind": "class", "class": class_path(typ), "keys": list(typ._fields), "items": children}
     keys = spec.context
+    named = keys if isinstance(keys, type) else typ  # pytree files namedtuples under their class
+    if isinstance(named, type) and issubclass(named, tuple) and hasattr(named, "_fields"):
+        return {"kind": "class", "class": class_path(named), "keys": list(named._fields), "items": children}
     if isinstance(keys, (list, tuple)) and all(isinstance(k, str) for k in keys) and len(keys) == len(children):
         return {"kind": "class", "class": class_path(typ), "keys": list(keys), "items": children}
     raise SignatureError(f"cannot describe an output of type {typ.__name__} (context {keys!r})")
