@@ -140,6 +140,7 @@ class ConstantTable:
         self._lazy: dict[str, Callable[[], np.ndarray]] = {}
         self._types: dict[str, TensorType] = {}
         self._by_hash: dict[str, str] = {}
+        self._digests: dict[str, str] = {}  # name -> digest, computed once
         self.source: str | None = None  # the file the lazy entries come from
 
     def __contains__(self, name: object) -> bool:
@@ -170,6 +171,15 @@ class ConstantTable:
         h.update(arr.tobytes())
         return h.hexdigest()
 
+    def digest_of(self, name: str) -> str:
+        """The digest of the tensor ``name`` (dtype, shape and bytes), computed once per entry.
+        A lazily loaded entry is read here and from then on found by ``add`` like the others."""
+        key = self._digests.get(name)
+        if key is None:
+            key = self._digests[name] = self.digest(self[name])
+            self._by_hash.setdefault(key, name)
+        return key
+
     def add(self, arr: np.ndarray, name: str) -> str:
         """Store ``arr`` under ``name`` (made unique), or return the name of its twin."""
         arr = np.asarray(arr)
@@ -185,6 +195,7 @@ class ConstantTable:
         self._arrays[name] = arr
         self._types[name] = ttype
         self._by_hash[key] = name
+        self._digests[name] = key
         return name
 
     def add_lazy(self, name: str, type: TensorType, loader: Callable[[], np.ndarray]) -> None:
@@ -196,6 +207,7 @@ class ConstantTable:
         self._arrays.pop(name, None)
         self._lazy.pop(name, None)
         self._types.pop(name, None)
+        self._digests.pop(name, None)
         self._by_hash = {k: v for k, v in self._by_hash.items() if v != name}
 
     def items(self) -> Iterator[tuple[str, np.ndarray]]:
