@@ -22,4 +22,6 @@ PASSES: dict[str, Callable[[], type[Pass]]] = {
     "canonicalize": _lazy("canonicalize", "Canonicalize"),
     "cse": _lazy("cse", "CommonSubexpressionElimination"),
     "dce": _lazy("dce", "DeadCodeElimination"),
+    "fold-linear-chain": _lazy("fold_linear_chain", "FoldLinearChain"),
+    "fold-residual": _lazy("fold_residual", "FoldResidual"),
 }

@@ -332,3 +332,47 @@ class Linear(OpDef):
         base = super().cost(in_types, out_types, attrs, env)
         k = in_types[0].concrete_shape(dict(env))[-1]
         return Cost(2.0 * out_types[0].numel(dict(env)) * k, base.bytes_read, base.bytes_written)
+
+
+class _SkipNorm(_Norm):
+    """A residual add fused into the norm that reads it: two results, the normalised sum and
+    the sum itself (the residual stream flows on), like onnxruntime's SkipLayerNormalization."""
+
+    num_results = 2
+    norm: type[_Norm] = _Norm
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        x, skip = types[0], types[1]
+        if skip != x:
+            raise TypeInferenceError(f"{self.name} needs x and skip of one type, got {x} and {skip}")
+        out = super().infer([x, *types[2:]], attrs)[0]
+        return [out, out]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        s = inputs[0] + inputs[1]  # in the element type, exactly as core.add computes it
+        return [self.norm().reference([s, *inputs[2:]], attrs, env)[0], s]
+
+    def cost(self, in_types: Sequence[TensorType], out_types: Sequence[TensorType], attrs: Attrs,
+             env: Env) -> Cost:
+        base = super().cost(in_types, out_types, attrs, env)
+        return Cost(9.0 * in_types[0].numel(dict(env)), base.bytes_read, base.bytes_written)
+
+
+@register_op
+class SkipLayerNorm(_SkipNorm):
+    """``%y, %s = nn.skip_layer_norm %x, %skip, %gamma, %beta : f32[B,S,768], f32[B,S,768]`` —
+    s = x + skip, y = layer_norm(s)·γ + β."""
+
+    name = "nn.skip_layer_norm"
+    operands = ("x", "skip", "weight?", "bias?")
+    norm = LayerNorm
+
+
+@register_op
+class SkipRmsNorm(_SkipNorm):
+    """``%y, %s = nn.skip_rms_norm %x, %skip, %gamma {eps = 1.0e-06} : f32[B,S,512], f32[B,S,512]`` —
+    s = x + skip, y = rms_norm(s)·γ."""
+
+    name = "nn.skip_rms_norm"
+    operands = ("x", "skip", "weight?")
+    norm = RmsNorm
