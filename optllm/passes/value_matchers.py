@@ -1,6 +1,6 @@
 """Matching helpers about values: constant data, sole users, view chains, per-channel vectors.
 
-A companion of ``matchers.py`` (producers and splats) for patterns that read weight data:
+For patterns that read weight data:
 
     arr = constant_array(module, op.operands[1])      # None unless a constant / weight / full
     user = sole_user(v)                               # the one op reading v (not a graph output)
@@ -20,7 +20,6 @@ from optllm.ir.ops import Operation
 from optllm.ir.symbolic import is_static
 from optllm.ir.types import TensorType
 from optllm.ir.values import Value
-from optllm.passes.matchers import is_output
 
 # Views that only relabel elements (a bijection between input and output elements).
 VIEW_CHAIN = frozenset({"core.reshape", "core.permute"})
@@ -40,6 +39,12 @@ def constant_array(module: Module, v: Value) -> np.ndarray | None:
         shape = tuple(int(d) for d in v.type.shape)  # type: ignore[arg-type]
         return np.full(shape, op.attrs["value"], dtype=v.type.dtype.to_numpy())
     return None
+
+
+def is_output(v: Value) -> bool:
+    """``v`` is returned by the graph that defines it."""
+    graph = v.owner.parent if v.owner is not None else v.arg_of
+    return graph is not None and graph.is_output(v)
 
 
 def is_constant(v: Value) -> bool:
@@ -83,5 +88,5 @@ def channel_vector(arr: np.ndarray, out: TensorType) -> np.ndarray | None:
     return np.broadcast_to(arr.reshape(-1), (int(n),))  # type: ignore[arg-type]
 
 
-__all__ = ["VIEW_CHAIN", "channel_vector", "constant_array", "is_constant", "sole_user", "strip_views",
+__all__ = ["VIEW_CHAIN", "channel_vector", "constant_array", "is_constant", "is_output", "sole_user", "strip_views",
            "users_only"]
