@@ -394,6 +394,11 @@ def _index_select(cx: Any, x: Value, dim: int, index: Value) -> Value:
     return cx.op("core.gather", x, index, axis=_axis(dim, x.type.rank))
 
 
+@lower("aten.gather.default")
+def _gather(cx: Any, x: Value, dim: int, index: Value, sparse_grad: bool = False) -> Value:
+    return cx.op("core.gather_elements", x, index, axis=_axis(dim, x.type.rank))
+
+
 @lower("aten.embedding.default")
 def _embedding(cx: Any, weight: Value, indices: Value, padding_idx: int = -1, scale_grad_by_freq: bool = False,
                sparse: bool = False) -> Value:

@@ -458,6 +458,37 @@ class Gather(OpDef):
 
 
 @register_op
+class GatherElements(OpDef):
+    """``%2 = core.gather_elements %x, %idx {axis = 1} : f32[1,S]`` — torch.gather / ONNX
+    GatherElements: ``out[i][j] = x[i][idx[i][j]]`` for axis 1; the result has the shape of
+    ``idx``, whose other dims may be smaller than ``x``'s."""
+
+    name = "core.gather_elements"
+    operands = ("x", "indices")
+    attrs = {"axis": attr(AttrKind.INT)}
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        x, idx = types
+        if not idx.dtype.is_int:
+            raise TypeInferenceError(f"core.gather_elements indices must be integers, got {idx}")
+        if x.rank != idx.rank:
+            raise TypeInferenceError(f"core.gather_elements needs x and indices of one rank, got {x} and {idx}")
+        norm_axis(attrs["axis"], x.rank)
+        return [x.with_shape(idx.shape)]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        x, idx = inputs
+        ax = attrs["axis"] % x.ndim
+        n = x.shape[ax]
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"core.gather_elements index out of range [{-n}, {n}) on axis {ax}")
+        if any(i > d for i, d in zip(idx.shape, x.shape)):
+            raise IndexError(f"core.gather_elements indices {list(idx.shape)} exceed x {list(x.shape)} off the axis")
+        window = tuple(slice(None) if d == ax else slice(0, idx.shape[d]) for d in range(x.ndim))
+        return [np.take_along_axis(x[window], idx, axis=ax)]
+
+
+@register_op
 class IndexTensor(OpDef):
     """``%3 = core.index %x, %i0, %i1 {axes = [0, 1]} : f32[N]`` — advanced indexing
     ``x[i0, i1]`` on consecutive leading ``axes`` (indices broadcast together)."""

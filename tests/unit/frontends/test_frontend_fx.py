@@ -245,3 +245,47 @@ def test_bad_example_inputs():
         import_torch(Net(), 3.0)
     with pytest.raises(FrontendError, match="both positionally and by keyword"):
         import_torch(Net(), (torch.randn(2, 5, 8),), kwargs={"x": torch.randn(2, 5, 8)})
+
+
+class SymScalar(nn.Module):
+    """Sizes used as numbers: x * S and a tensor filled with S."""
+
+    def forward(self, x, bias=None):
+        y = x * x.shape[1] + torch.full((x.shape[0], 1), x.shape[1])
+        return y if bias is None else y + bias
+
+
+def test_symbolic_sizes_used_as_numbers_and_mixed_args():
+    model = SymScalar()
+    x, bias = torch.randn(2, 5), torch.randn(5)
+    imported = import_torch(model, (x,), kwargs={"bias": bias})
+    assert imported.signature.input_names == ["x", "bias"]
+    text = print_module(imported.module)
+    assert "func @forward(%x: f32[B,S], %bias: f32[S])" in text
+    assert "core.arange {start = S, end = S+1}" in text
+    for shape in [(2, 5), (3, 9)]:
+        x, bias = torch.randn(*shape), torch.randn(shape[1])
+        (ours,) = _check(imported, x, bias=bias)
+        np.testing.assert_allclose(ours, model(x, bias).numpy(), rtol=1e-6)
+
+
+class TakeAlong(nn.Module):
+    """torch.gather with an index smaller than the input off the gather axis (HF BERT's
+    buffered token type ids)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.arange(40.0).reshape(4, 10), persistent=False)
+
+    def forward(self, idx):
+        return torch.gather(self.table, 1, idx)
+
+
+def test_torch_gather_becomes_gather_elements():
+    model = TakeAlong()
+    example = torch.tensor([[3, 1, 4], [1, 5, 9]])
+    imported = import_torch(model, (example,))
+    assert "core.gather_elements" in {op.name for op in imported.module.main}
+    for idx in [example, torch.tensor([[9, 0], [2, 2], [7, 1]])]:
+        (ours,) = _check(imported, idx)
+        np.testing.assert_array_equal(ours, model(idx).numpy())
