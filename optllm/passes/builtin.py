@@ -22,6 +22,9 @@ PASSES: dict[str, Callable[[], type[Pass]]] = {
     "canonicalize": _lazy("canonicalize", "Canonicalize"),
     "cse": _lazy("cse", "CommonSubexpressionElimination"),
     "dce": _lazy("dce", "DeadCodeElimination"),
+    "fuse": _lazy("fuse", "Fuse"),
+    "dedup": _lazy("dedup", "Dedup"),
+    "fold-constants": _lazy("fold_constants", "FoldConstants"),
     "fold-linear-chain": _lazy("fold_linear_chain", "FoldLinearChain"),
     "fold-residual": _lazy("fold_residual", "FoldResidual"),
 }
