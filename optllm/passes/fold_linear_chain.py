@@ -195,14 +195,14 @@ class BiasFold(FoldPattern):
         return why
 
     def rewrite(self, match: Match, rewriter: Rewriter) -> None:
-        lin = match.lin
+        lin, at = match.lin, match.op  # at the add: c may be defined after the linear
         if match.bias is None:
-            new = rewriter.create(lin, "nn.linear", [*lin.operands[:2], match.c], dict(lin.attrs, bias=True))
+            new = rewriter.create(at, "nn.linear", [*lin.operands[:2], match.c], dict(lin.attrs, bias=True))
         else:
             wt = lin.operands[1]
             like = TensorType((match.bias.shape[0],), wt.type.dtype)
-            b = self.w.add(rewriter, lin, match.bias, _hint(wt, "bias"), like)
-            new = rewriter.create(lin, "nn.linear", [*lin.operands[:2], b], dict(lin.attrs, bias=True))
+            b = self.w.add(rewriter, at, match.bias, _hint(wt, "bias"), like)
+            new = rewriter.create(at, "nn.linear", [*lin.operands[:2], b], dict(lin.attrs, bias=True))
         rewriter.replace_op(match.op, new.result)
 
 
