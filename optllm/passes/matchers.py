@@ -1,5 +1,7 @@
-"""Small, general helpers for writing pattern ``match`` methods: read producers and constants,
-look through views, check who reads a value, open up commutative products. None mutates IR.
+"""Small, general helpers for the ``match`` methods of multi-op patterns: producers by name,
+single-use checks, splat constants, commutative operand pairs and product trees. Helpers about
+constant data, sole users and view chains live in ``optllm.passes.value_matchers``. None
+mutates IR.
 
     mul = producer(v, "core.mul")
     if mul is None:
@@ -11,50 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
-
-from optllm.ir.graph import Module
-from optllm.ir.ops import Operation, Trait
-from optllm.ir.symbolic import is_static
-from optllm.ir.types import TensorType
+from optllm.ir.ops import Operation
 from optllm.ir.values import Value
 from optllm.passes.canonicalize import splat_value
+from optllm.passes.value_matchers import is_output
 
-__all__ = ["channel_vector", "close_to", "constant_array", "is_constant", "is_output", "mul_factors",
-           "operand_with_splat", "producer", "single_use", "sole_user", "splat_float", "splat_value",
-           "strip_views", "used_only_by", "users_only"]
-
-# Views that relabel a whole tensor (one operand, one result): safe to look through.
-RELABELS = frozenset({"core.reshape", "core.permute"})
+__all__ = ["close_to", "is_output", "mul_factors", "operand_with_splat", "producer", "single_use", "splat_float",
+           "splat_value", "used_only_by"]
 
 
-# -- producers and readers -------------------------------------------------------------------
 def producer(v: Value, *names: str) -> Operation | None:
     """The op producing ``v`` when its name is one of ``names`` (any name if none given)."""
     op = v.owner
     if op is None or (names and op.name not in names):
         return None
     return op
-
-
-def is_output(v: Value) -> bool:
-    """``v`` is returned by the graph that defines it."""
-    graph = v.owner.parent if v.owner is not None else v.arg_of
-    return graph is not None and graph.is_output(v)
-
-
-def users_only(v: Value) -> list[Operation] | None:
-    """The distinct ops reading ``v``; ``None`` when the graph returns ``v`` or nothing reads it."""
-    if is_output(v) or not v.uses:
-        return None
-    return v.users
-
-
-def sole_user(v: Value) -> Operation | None:
-    """The one op reading ``v`` (maybe through several operands); ``None`` when there are more,
-    none, or the graph returns ``v``."""
-    users = users_only(v)
-    return users[0] if users is not None and len(users) == 1 else None
 
 
 def single_use(v: Value) -> bool:
@@ -66,58 +39,6 @@ def used_only_by(v: Value, ops: Iterable[Operation]) -> bool:
     """Every read of ``v`` is by one of ``ops`` and the graph does not return it."""
     ids = {id(op) for op in ops}
     return not is_output(v) and all(id(u.op) in ids for u in v.uses)
-
-
-def strip_views(v: Value) -> tuple[Value, list[Operation]]:
-    """Follow reshapes and permutes back from ``v`` while each view's input is read only by that
-    view: (the first value that is not such a view, the views passed, outermost first)."""
-    views: list[Operation] = []
-    op = v.owner
-    while op is not None and op.name in RELABELS and sole_user(op.operands[0]) is op:
-        views.append(op)
-        v = op.operands[0]
-        op = v.owner
-    return v, views
-
-
-# -- constants ---------------------------------------------------------------------------------
-def is_constant(v: Value) -> bool:
-    """``v`` is produced by a constant op (``core.constant``, ``core.weight``) or a static ``core.full``."""
-    op = v.owner
-    if op is None:
-        return False
-    if op.has_trait(Trait.CONSTANT):
-        return True
-    return op.name == "core.full" and all(is_static(d) for d in op.attrs["shape"])
-
-
-def constant_array(module: Module, v: Value) -> np.ndarray | None:
-    """The data of a constant ``v`` (inline constant, table weight or static ``core.full``)."""
-    op = v.owner
-    if op is None or not is_constant(v):
-        return None
-    if op.name == "core.weight":
-        name = op.attrs["name"]
-        return module.constants[name] if name in module.constants else None
-    if op.name == "core.constant":
-        return np.asarray(op.attrs["value"].to_array())
-    if op.name == "core.full":
-        return np.asarray(op.opdef.reference([], op.attrs, {})[0])
-    return None
-
-
-def channel_vector(arr: np.ndarray, out: TensorType) -> np.ndarray | None:
-    """``arr`` as a vector over the last dim of ``out`` ([N]), when broadcasting ``arr`` against
-    ``out`` scales each channel (a scalar, [N], [1, .., N], [.., 1]) and enlarges nothing."""
-    n = out.shape[-1] if out.rank else 1
-    if not isinstance(n, int) or arr.ndim > out.rank:
-        return None
-    if any(d != 1 for d in arr.shape[:-1]):
-        return None
-    last = arr.shape[-1] if arr.ndim else 1
-    if last not in (1, n):
-        return None
-    return np.broadcast_to(arr.reshape(-1), (n,)).copy()
 
 
 def splat_float(v: Value) -> float | None:

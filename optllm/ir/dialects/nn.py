@@ -376,3 +376,35 @@ class SkipRmsNorm(_SkipNorm):
     name = "nn.skip_rms_norm"
     operands = ("x", "skip", "weight?")
     norm = RmsNorm
+
+
+@register_op
+class Rope(OpDef):
+    """``%y = nn.rope %x, %cos, %sin : f32[B,8,S,64]`` — rotary position embedding, rotate-half
+    form: x·cos + cat(-x[..., d/2:], x[..., :d/2])·sin, with cos and sin broadcast to x."""
+
+    name = "nn.rope"
+    operands = ("x", "cos", "sin")
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        x, cos, sin = types
+        require_float(x, self.name)
+        if cos.dtype != x.dtype or sin.dtype != x.dtype:
+            raise TypeInferenceError(f"nn.rope cos and sin must be {x.dtype}, got {cos}, {sin}")
+        d = x.shape[-1] if x.rank else 0
+        if not isinstance(d, int) or d % 2:
+            raise TypeInferenceError(f"nn.rope needs a static, even last dim, got {x}")
+        if broadcast_shapes(x.shape, cos.shape, sin.shape) != tuple(x.shape):
+            raise TypeInferenceError(f"nn.rope cos {cos} and sin {sin} must broadcast to x {x}")
+        return [x]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        x, cos, sin = inputs
+        h = x.shape[-1] // 2
+        rotated = np.concatenate([np.negative(x[..., h:]), x[..., :h]], axis=-1)
+        return [np.add(np.multiply(x, cos), np.multiply(rotated, sin)).astype(x.dtype, copy=False)]
+
+    def cost(self, in_types: Sequence[TensorType], out_types: Sequence[TensorType], attrs: Attrs,
+             env: Env) -> Cost:
+        base = super().cost(in_types, out_types, attrs, env)
+        return Cost(4.0 * out_types[0].numel(dict(env)), base.bytes_read, base.bytes_written)
