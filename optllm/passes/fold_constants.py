@@ -8,10 +8,12 @@ a constant ``inv_freq``, transposed weights. Where a folded value goes:
 
 - at most ``max-elements`` elements: an inline ``core.constant`` (scalars, small masks, index
   tables; the text stays readable);
-- larger, and every element the same: a ``core.full`` (a generator, no storage);
+- larger, and every element the same: a ``core.full`` (a generator, no storage) in place of
+  an op that needed a kernel anyway;
 - larger: a new ``core.weight`` in the constant table, if it has at most ``max-bytes`` bytes
   (``0``: never add to the table) — identical tensors share one entry;
-- otherwise the op stays.
+- otherwise the op stays. So does a large view (reshape, permute, slice, expand: no launch)
+  whose copy would take more bytes than its operands (a broadcast) or a launch (a splat).
 
 Only ops with the ``pure`` trait and static result types fold; an op whose reference raises
 (e.g. an out-of-range gather) stays, so the error still happens at run time.
@@ -115,8 +117,10 @@ class Folder:
         """Where the folded value ``arr`` of type ``t`` goes (``None``: it cannot)."""
         if arr.size <= self.max_elements:
             return "inline"
+        if op.opdef.is_free and arr.nbytes > sum(v.type.nbytes() for v in op.operands):
+            return None  # a broadcast view of constants: a copy would cost storage or a launch
         if full_value(arr, t.dtype) is not None:
-            return None if op.name == "core.full" else "full"
+            return None if op.opdef.is_free or op.name == "core.full" else "full"
         if 0 < arr.nbytes <= self.max_bytes:
             return "table"
         return None
@@ -147,6 +151,7 @@ class Folder:
             return
         if len(outs) != len(op.results) or not all(fits(a, r.type) for a, r in zip(outs, op.results)):
             return
+        self.known.update(zip(op.results, outs))  # users may fold even if this op stays
         places = [self.place(op, a, r.type) for a, r in zip(outs, op.results)]
         if any(p is None for p in places):
             return
@@ -158,15 +163,20 @@ class Folder:
         self.folded += 1
 
     def erase(self, op: Operation) -> None:
-        """Erase the folded ``op`` and the constants only it read."""
-        assert op.parent is not None
-        producers = [v.owner for v in op.operands if v.owner is not None]
-        op.parent.erase(op)
-        for p in dict.fromkeys(producers):
-            if p.parent is not None and p.has_trait(Trait.CONSTANT) and is_trivially_dead(p):
-                if p.name == "core.weight":
-                    self.released.add(p.attrs["name"])
-                p.parent.erase(p)
+        """Erase the folded ``op``, then the evaluated producers only erased ops read."""
+        work = [op]
+        while work:
+            dead = work.pop()
+            if dead.parent is None:
+                continue
+            producers = dict.fromkeys(v.owner for v in dead.operands if v.owner is not None)
+            if dead.name == "core.weight":
+                self.released.add(dead.attrs["name"])
+            dead.parent.erase(dead)
+            work.extend(p for p in producers if self.evaluated(p) and is_trivially_dead(p))
+
+    def evaluated(self, op: Operation) -> bool:
+        return op.has_trait(Trait.CONSTANT) or all(r in self.known for r in op.results)
 
     def fold_graph(self, graph: Graph) -> None:
         for op in graph:
