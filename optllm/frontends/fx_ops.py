@@ -369,6 +369,42 @@ def _split(cx: Any, x: Value, *args: Any, **kwargs: Any) -> list[Value]:
     return [_reshape_to(cx, p, t.shape) for p, t in zip(parts, outs_t)]
 
 
+@lower("aten.constant_pad_nd.default")
+def _pad(cx: Any, x: Value, pad: Sequence[Any], value: Any = 0) -> Value:
+    """Pairs (before, after) from the last dim backwards; negative amounts crop."""
+    y = x
+    for i in range(len(pad) // 2):
+        ax = y.type.rank - 1 - i
+        before, after = cx.dim(pad[2 * i]), cx.dim(pad[2 * i + 1])
+        size = y.type.shape[ax]
+        if (isinstance(before, int) and before < 0) or (isinstance(after, int) and after < 0):
+            lo = -before if isinstance(before, int) and before < 0 else 0
+            hi = size + after if isinstance(after, int) and after < 0 else size
+            y = cx.op("core.slice", y, axis=ax, start=lo, end=hi)
+            before, after = max(before, 0) if isinstance(before, int) else before, \
+                max(after, 0) if isinstance(after, int) else after
+        parts = []
+        for amount in (before, after):
+            shape = list(y.type.shape)
+            shape[ax] = amount
+            parts.append(None if amount == 0 else
+                         cx.op("core.full", shape=shape, value=float(value), dtype=y.type.dtype))
+        if parts[0] is not None or parts[1] is not None:
+            y = cx.op("core.concat", *[p for p in (parts[0], y, parts[1]) if p is not None], axis=ax)
+    return y
+
+
+@lower("aten.repeat.default")
+def _repeat(cx: Any, x: Value, repeats: Sequence[Any]) -> Value:
+    """Tile: [d0, d1] -> [1, d0, 1, d1] -> expand [r0, d0, r1, d1] -> [r0*d0, r1*d1]."""
+    reps = [cx.dim(r) for r in repeats]
+    shape = [1] * (len(reps) - x.type.rank) + list(x.type.shape)
+    pairs = [d for s in shape for d in (1, s)]
+    tiled = [d for r, s in zip(reps, shape) for d in (r, s)]
+    y = _expand_to(cx, _reshape_to(cx, x, pairs), tiled)
+    return _reshape_to(cx, y, cx.out_shape())
+
+
 @lower("aten.cat.default", "aten.concat.default")
 def _cat(cx: Any, tensors: Sequence[Value], dim: int = 0) -> Value:
     dt = cx.out_dtype()
@@ -417,11 +453,35 @@ def _reduce(ir_name: str) -> Handler:
 
 lower("aten.mean.dim", "aten.mean.default")(_reduce("core.reduce_mean"))
 lower("aten.sum.dim_IntList", "aten.sum.default")(_reduce("core.reduce_sum"))
-lower("aten.amax.default", "aten.max.dim_max")(_reduce("core.reduce_max"))
+lower("aten.amax.default")(_reduce("core.reduce_max"))
 lower("aten.amin.default")(_reduce("core.reduce_min"))
 lower("aten.any.dim", "aten.any.dims", "aten.any.default")(_reduce("core.reduce_any"))
 lower("aten.all.dim", "aten.all.dims", "aten.all.default")(_reduce("core.reduce_all"))
 lower("aten.prod.dim_int")(_reduce("core.reduce_prod"))
+
+
+@lower("aten.max.dim")
+def _max_dim(cx: Any, x: Value, dim: int, keepdim: bool = False) -> list[Value]:
+    ax = _axis(dim, x.type.rank)
+    return [cx.op("core.reduce_max", x, axes=[ax], keepdim=keepdim),
+            cx.op("core.argmax", x, axis=ax, keepdim=keepdim)]
+
+
+@lower("aten.var.correction", "aten.var_mean.correction")
+def _var(cx: Any, x: Value, dim: Any = None, correction: Any = None, keepdim: bool = False) -> Any:
+    # var = sum((x - mean)^2) / (N - correction), the two-pass formula
+    axes = _axes(dim, x.type.rank)
+    mean = cx.op("core.reduce_mean", x, axes=axes, keepdim=True)
+    d = cx.op("core.sub", x, mean)
+    ss = cx.op("core.reduce_sum", cx.op("core.mul", d, d), axes=axes, keepdim=keepdim)
+    n: Dim = 1
+    for a in axes:
+        n = n * x.type.shape[a]  # type: ignore[operator]
+    denom = n - (1 if correction is None else correction)  # type: ignore[operator]
+    var = cx.op("core.div", ss, cx.tensor(denom, x.type.dtype))
+    if cx.node.target._opname == "var":
+        return var
+    return [var, mean if keepdim else _reshape_to(cx, mean, var.type.shape)]
 
 
 @lower("aten.argmax.default")

@@ -289,3 +289,24 @@ def test_torch_gather_becomes_gather_elements():
     for idx in [example, torch.tensor([[9, 0], [2, 2], [7, 1]])]:
         (ours,) = _check(imported, idx)
         np.testing.assert_array_equal(ours, model(idx).numpy())
+
+
+class Assorted(nn.Module):
+    """Less common Core ATen ops: var/var_mean, max.dim, constant_pad_nd, repeat."""
+
+    def forward(self, x):
+        var, mean = torch.var_mean(x, dim=-1, keepdim=True)
+        normed = (x - mean) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5) + var
+        values, indices = normed.max(dim=1)
+        padded = torch.nn.functional.pad(x, (1, 2, 0, -1), value=0.5)
+        return values, indices, padded, x.repeat(1, 2, 1)
+
+
+def test_assorted_core_aten_ops():
+    model = Assorted()
+    imported = import_torch(model, (torch.randn(2, 5, 8),))
+    for shape in [(2, 5, 8), (3, 4, 8)]:
+        x = torch.randn(*shape)
+        ours = _check(imported, x)
+        for got, want in zip(ours, model(x)):
+            np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
