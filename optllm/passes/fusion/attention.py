@@ -14,16 +14,21 @@ from typing import Any
 from optllm.ir.diagnostics import TypeInferenceError
 from optllm.ir.dialects._shapes import broadcast_shapes
 from optllm.ir.ops import Operation
-from optllm.ir.types import DType
+from optllm.ir.types import DType, TensorType
 from optllm.ir.values import Value
 from optllm.passes.matchers import operand_with_splat, producer, single_use, splat_float
 from optllm.passes.rewrite import Match, Pattern, Rewriter
 
 
-def _swaps_last_two(op: Operation) -> bool:
+def _untransposed(kt: Value) -> tuple[Value, list[int] | None] | None:
+    """(k', p) with k = permute(k', p) (p None: k = k') for ``kt = permute(k', perm)`` = kᵀ;
+    canonicalize may have merged k's own permute into the transpose."""
+    op = producer(kt, "core.permute")
+    if op is None or kt.type.rank < 2:
+        return None
     perm = list(op.attrs["perm"])
-    n = len(perm)
-    return n >= 2 and perm == list(range(n - 2)) + [n - 1, n - 2]
+    p = perm[:-2] + [perm[-1], perm[-2]]
+    return op.operands[0], (None if p == list(range(len(p))) else p)
 
 
 def _mask_fits(mask: Value, scores: Value) -> bool:
@@ -122,27 +127,32 @@ class EagerAttention(Pattern):
         if qk is None or not single_use(raw):
             return "the scores are not a single-use matmul"
         q, kt = qk.operands
-        tr = producer(kt, "core.permute")
-        if tr is None or not _swaps_last_two(tr):
-            return "the right operand of q @ kᵀ is not a transpose of the last two dims"
-        k = tr.operands[0]
+        k_src = _untransposed(kt)
+        if k_src is None:
+            return "the right operand of q @ kᵀ is not a permute"
         q, q_scale = _peel_q_scale(q)
-        return self._check(op, q, k, v, mask, scale * q_scale)
+        return self._check(op, q, k_src, v, mask, scale * q_scale)
 
-    def _check(self, op: Operation, q: Value, k: Value, v: Value, mask: Value | None,
-               scale: float) -> Match | str:
-        if not (q.type.rank == k.type.rank == v.type.rank) or q.type.rank < 3:
+    def _check(self, op: Operation, q: Value, k_src: tuple[Value, list[int] | None], v: Value,
+               mask: Value | None, scale: float) -> Match | str:
+        src, perm = k_src
+        shape = src.type.shape if perm is None else tuple(src.type.shape[i] for i in perm)
+        k = TensorType(tuple(shape), src.type.dtype)
+        if not (q.type.rank == k.rank == v.type.rank) or q.type.rank < 3:
             return "q, k, v are not of one rank >= 3"
-        if not q.type.dtype.is_float or len({q.type.dtype, k.type.dtype, v.type.dtype}) != 1:
+        if not q.type.dtype.is_float or len({q.type.dtype, k.dtype, v.type.dtype}) != 1:
             return "q, k, v are not of one float type"
-        if q.type.shape[:-2] != k.type.shape[:-2] or k.type.shape[:-1] != v.type.shape[:-1]:
+        if q.type.shape[:-2] != k.shape[:-2] or k.shape[:-1] != v.type.shape[:-1]:
             return "q, k, v batch/head dims differ (the matmuls would broadcast)"
         if mask is not None and mask.type.dtype not in (DType.bool, q.type.dtype):
             return "the mask is neither bool nor of q's type"
-        return Match(op, q=q, k=k, v=v, mask=mask, scale=scale)
+        return Match(op, q=q, k=src, k_perm=perm, v=v, mask=mask, scale=scale)
 
     def rewrite(self, m: Match, rewriter: Rewriter) -> None:
-        operands = [m.q, m.k, m.v] + ([m.mask] if m.mask is not None else [])
+        k = m.k
+        if m.k_perm is not None:
+            k = rewriter.create(m.op, "core.permute", [k], {"perm": m.k_perm}).result
+        operands = [m.q, k, m.v] + ([m.mask] if m.mask is not None else [])
         attrs: dict[str, Any] = {"scale": m.scale, "causal": False}
         new = rewriter.create(m.op, "nn.attention", operands, attrs)
         rewriter.replace_op(m.op, new.result)

@@ -15,21 +15,25 @@ import numpy as np
 from optllm.ir.graph import Module
 from optllm.ir.ops import Operation
 from optllm.ir.values import Value
-from optllm.passes.matchers import producer
 from optllm.passes.rewrite import Match, Pattern, Rewriter
+from optllm.passes.value_matchers import constant_array, is_constant
+
+
+def _constant(v: Value) -> bool:
+    return is_constant(v) and v.type.is_static
 
 
 def _key(op: Operation) -> tuple[object, ...] | None:
     """What siblings must share to be merged; None when ``op`` cannot take part."""
-    if op.name != "nn.linear" or op.attrs["residual"] or op.operands[1].owner is None:
+    if op.name != "nn.linear" or op.attrs["residual"] or not _constant(op.operands[1]):
         return None
-    w = producer(op.operands[1], "core.weight")
-    if w is None or (op.attrs["bias"] and producer(op.operands[2], "core.weight") is None):
+    if op.attrs["bias"] and not _constant(op.operands[2]):
         return None
     if any(u.index != 0 for u in op.operands[0].uses if u.op is op):
         return None
-    k = w.result.type.shape[1 if op.attrs["transpose_w"] else 0]
-    return (op.attrs["transpose_w"], op.attrs["bias"], op.attrs["activation"], k, w.result.type.dtype)
+    w = op.operands[1].type
+    k = w.shape[1 if op.attrs["transpose_w"] else 0]
+    return (op.attrs["transpose_w"], op.attrs["bias"], op.attrs["activation"], k, w.dtype)
 
 
 def _first(ops: list[Operation]) -> Operation:
@@ -79,10 +83,11 @@ class MergeProjections(Pattern):
             rewriter.replace_op(op, part)
 
     def _array(self, v: Value) -> np.ndarray:
-        assert v.owner is not None
-        name = v.owner.attrs["name"]
-        self.replaced.add(name)
-        return np.asarray(self.module.constants[name])
+        if v.owner is not None and v.owner.name == "core.weight":
+            self.replaced.add(v.owner.attrs["name"])
+        arr = constant_array(self.module, v)
+        assert arr is not None
+        return np.asarray(arr)
 
     def _weight(self, before: Operation, arr: np.ndarray, name: str, rewriter: Rewriter) -> Value:
         stored = self.module.constants.add(arr, name)
