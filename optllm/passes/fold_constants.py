@@ -13,7 +13,8 @@ a constant ``inv_freq``, transposed weights. Where a folded value goes:
 - larger: a new ``core.weight`` in the constant table, if it has at most ``max-bytes`` bytes
   (``0``: never add to the table) — identical tensors share one entry;
 - otherwise the op stays. So does a large view (reshape, permute, slice, expand: no launch)
-  whose copy would take more bytes than its operands (a broadcast) or a launch (a splat).
+  whose copy would cost bytes (a broadcast, or a transpose of a weight something else reads,
+  such as a tied embedding) or a launch (a splat).
 
 Only ops with the ``pure`` trait and static result types fold; an op whose reference raises
 (e.g. an out-of-range gather) stays, so the error still happens at run time.
@@ -22,6 +23,7 @@ Only ops with the ``pure`` trait and static result types fold; an op whose refer
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -100,6 +102,7 @@ class Folder:
     def __post_init__(self) -> None:
         self.known: dict[Value, np.ndarray] = {}
         self.released: set[str] = set()  # weights whose op this sweep erased
+        self.weight_reads = Counter(op.attrs["name"] for op in self.module.walk() if op.name == "core.weight")
 
     def value_of(self, v: Value) -> np.ndarray:
         if v not in self.known:
@@ -117,13 +120,25 @@ class Folder:
         """Where the folded value ``arr`` of type ``t`` goes (``None``: it cannot)."""
         if arr.size <= self.max_elements:
             return "inline"
-        if op.opdef.is_free and arr.nbytes > sum(v.type.nbytes() for v in op.operands):
-            return None  # a broadcast view of constants: a copy would cost storage or a launch
+        if op.opdef.is_free and not self.copy_is_free(op, arr):
+            return None  # a view stays a view where a copy would cost storage or a launch
         if full_value(arr, t.dtype) is not None:
             return None if op.opdef.is_free or op.name == "core.full" else "full"
         if 0 < arr.nbytes <= self.max_bytes:
             return "table"
         return None
+
+    def copy_is_free(self, op: Operation, arr: np.ndarray) -> bool:
+        """A copy of the view ``op`` costs nothing: it is no larger than its operands (no
+        broadcast), and no other op reads a weight it views (a tied embedding and its
+        transpose would be stored twice)."""
+        if arr.nbytes > sum(v.type.nbytes() for v in op.operands):
+            return False
+        for v in op.operands:
+            if v.owner is not None and v.owner.name == "core.weight":
+                if len(v.users) > 1 or self.weight_reads[v.owner.attrs["name"]] > 1:
+                    return False
+        return True
 
     def materialize(self, op: Operation, index: int, arr: np.ndarray, place: Place) -> Value:
         """Build the op holding ``arr`` just before ``op``, with ``op``'s loc."""
