@@ -10,6 +10,7 @@ stream (stderr unless told otherwise, so stdout stays the IR).
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,9 +22,10 @@ from optllm.ir.graph import Module, graph_stats
 from optllm.ir.printer import print_module
 from optllm.ir.verifier import verify_module
 from optllm.passes.base import Pass, PassContext, PassError, PassResult
-from optllm.passes.pipeline import PassSpec, Pipeline, as_pipeline
+from optllm.passes.pipeline import Loop, PassSpec, Pipeline, as_pipeline
 from optllm.passes.registry import REGISTRY
 
+log = logging.getLogger(__name__)
 _RULE = "===" + "-" * 73 + "==="
 
 
@@ -173,6 +175,12 @@ class ReportPrinter(Instrumentation):
             out.write(report.format_timing() + "\n")
 
 
+def _instantiate(step: PassSpec | Loop) -> tuple[PassSpec, Pass] | Loop:
+    if isinstance(step, Loop):
+        return Loop(tuple(_instantiate(s) for s in step.steps), step.max_iterations)  # type: ignore[misc]
+    return step, step.instantiate()
+
+
 def _check_pass_names(names: Iterable[str], flag: str) -> None:
     for name in names:
         if name not in REGISTRY:
@@ -197,9 +205,9 @@ class PassManager:
         self.pipeline = as_pipeline(pipeline)
         self.specs = self.pipeline.expand()
         if isinstance(pipeline, (str, Pipeline)):
-            self.passes = [spec.instantiate() for spec in self.specs]
+            self.steps: list[tuple[PassSpec, Pass] | Loop] = [_instantiate(st) for st in self.pipeline.steps()]
         else:  # pass instances run as given, registered or not
-            self.passes = list(pipeline)
+            self.steps = list(zip(self.specs, pipeline))
         self.verify = verify
         after = [print_ir_after] if isinstance(print_ir_after, str) else list(print_ir_after)
         _check_pass_names(after, "--print-ir-after")
@@ -217,20 +225,42 @@ class PassManager:
                                 before["kernel_launches"], before["kernel_launches"])
         if self.verify:
             self._verify(module, report, None)
-        for spec, p in zip(self.specs, self.passes):
+        self._run_steps(self.steps, module, report)
+        after = module_stats(module)
+        report.nodes_after, report.kernel_launches_after = after["nodes"], after["kernel_launches"]
+        for inst in self.instrumentations:
+            inst.after_pipeline(report)
+        return report
+
+    def _run_steps(self, steps: Sequence[Any], module: Module, report: PipelineReport) -> bool:
+        """Run ``steps`` in order; returns whether any pass changed the module."""
+        changed = False
+        for step in steps:
+            if isinstance(step, Loop):
+                changed |= self._run_loop(step, module, report)
+                continue
+            spec, p = step
             for inst in self.instrumentations:
                 inst.before_pass(spec, module)
             record = self._run_one(spec, p, module)
             if self.verify:
                 self._verify(module, report, spec)
             report.passes.append(record)
+            changed |= record.changed
             for inst in self.instrumentations:
                 inst.after_pass(spec, module, record)
-        after = module_stats(module)
-        report.nodes_after, report.kernel_launches_after = after["nodes"], after["kernel_launches"]
-        for inst in self.instrumentations:
-            inst.after_pipeline(report)
-        return report
+        return changed
+
+    def _run_loop(self, loop: Loop, module: Module, report: PipelineReport) -> bool:
+        changed = False
+        for _ in range(loop.max_iterations):
+            if not self._run_steps(loop.steps, module, report):
+                return changed
+            changed = True
+        msg = f"fixpoint did not converge within {loop.max_iterations} iterations"
+        report.passes[-1].warnings.append(msg)
+        log.warning(msg)
+        return changed
 
     def _run_one(self, spec: PassSpec, p: Pass, module: Module) -> PassRecord:
         ctx = PassContext(debug_patterns=self.debug_patterns, debug_stream=self.stream or sys.stderr)

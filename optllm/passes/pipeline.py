@@ -4,6 +4,7 @@ Grammar (whitespace around tokens is ignored)::
 
     pipeline := [entry (',' entry)*]
     entry    := NAME ['{' option ((',' | ' ') option)* '}']
+              | 'fixpoint' ['{max-iterations=' INT '}'] '(' pipeline ')'   (repeat until unchanged)
     option   := KEY '=' VALUE | KEY            (a bare KEY sets a bool option to true)
     VALUE    := text up to ',' or '}' | '"' quoted text '"'
 
@@ -164,23 +165,64 @@ class PipelineRef:
         return self.name
 
 
+FIXPOINT_DEFAULT_ITERATIONS = 8
+
+
+@dataclass(frozen=True)
+class Fixpoint:
+    """``fixpoint(a,b,c)``: run the body again and again until no pass in it changes the
+    module, at most ``max_iterations`` times (the manager warns when it did not converge)."""
+
+    body: Pipeline
+    max_iterations: int = FIXPOINT_DEFAULT_ITERATIONS
+
+    def __str__(self) -> str:
+        opts = "" if self.max_iterations == FIXPOINT_DEFAULT_ITERATIONS else f"{{max-iterations={self.max_iterations}}}"
+        return f"fixpoint{opts}({self.body})"
+
+
+@dataclass(frozen=True)
+class Loop:
+    """An expanded ``fixpoint``: the steps of its body and the iteration bound."""
+
+    steps: tuple[PassSpec | Loop, ...]
+    max_iterations: int
+
+
 @dataclass(frozen=True)
 class Pipeline:
-    entries: tuple[PassSpec | PipelineRef, ...] = ()
+    entries: tuple[PassSpec | PipelineRef | Fixpoint, ...] = ()
 
     def __str__(self) -> str:
         return ",".join(str(e) for e in self.entries)
 
-    def expand(self, _seen: tuple[str, ...] = ()) -> list[PassSpec]:
-        """The passes to run, named pipelines replaced by their contents."""
-        out: list[PassSpec] = []
+    def steps(self, _seen: tuple[str, ...] = ()) -> list[PassSpec | Loop]:
+        """What the manager runs: passes, and loops for ``fixpoint`` groups; named pipelines
+        are replaced by their contents."""
+        out: list[PassSpec | Loop] = []
         for e in self.entries:
             if isinstance(e, PassSpec):
                 out.append(e)
-                continue
-            if e.name in _seen:
-                raise PipelineError(f"named pipeline '{e.name}' refers to itself", str(self), 1)
-            out.extend(parse_pipeline(NAMED_PIPELINES[e.name].text).expand(_seen + (e.name,)))
+            elif isinstance(e, Fixpoint):
+                out.append(Loop(tuple(e.body.steps(_seen)), e.max_iterations))
+            else:
+                if e.name in _seen:
+                    raise PipelineError(f"named pipeline '{e.name}' refers to itself", str(self), 1)
+                out.extend(parse_pipeline(NAMED_PIPELINES[e.name].text).steps(_seen + (e.name,)))
+        return out
+
+    def expand(self, _seen: tuple[str, ...] = ()) -> list[PassSpec]:
+        """Every pass in order, named pipelines replaced and each fixpoint body listed once."""
+        out: list[PassSpec] = []
+
+        def flatten(steps: Sequence[PassSpec | Loop]) -> None:
+            for st in steps:
+                if isinstance(st, Loop):
+                    flatten(st.steps)
+                else:
+                    out.append(st)
+
+        flatten(self.steps(_seen))
         return out
 
     def passes(self, registry: PassRegistry = REGISTRY) -> list[Pass]:
@@ -288,8 +330,33 @@ def _options(s: _Scanner, name: str, infos: list[OptionInfo]) -> dict[str, Any]:
             raise s.error(f"expected '}}' to close the options of '{name}'")
 
 
-def _entry(s: _Scanner, registry: PassRegistry) -> PassSpec | PipelineRef:
+def _fixpoint(s: _Scanner, registry: PassRegistry, pos: int) -> Fixpoint:
+    bound = FIXPOINT_DEFAULT_ITERATIONS
+    if s.take("{"):
+        key, kpos = s.word("an option name")
+        if key != "max-iterations" or not s.take("="):
+            raise s.error("fixpoint takes one option, max-iterations=N", kpos)
+        raw, _, vpos = s.value()
+        if not raw.isdigit() or int(raw) < 1:
+            raise s.error(f"max-iterations must be a positive integer, got '{raw}'", vpos)
+        bound = int(raw)
+        if not s.take("}"):
+            raise s.error("expected '}' after max-iterations")
+    if not s.take("("):
+        raise s.error("expected '(' and a pipeline after 'fixpoint'")
+    entries: list[PassSpec | PipelineRef | Fixpoint] = []
+    while True:
+        entries.append(_entry(s, registry))
+        if s.take(")"):
+            return Fixpoint(Pipeline(tuple(entries)), bound)
+        if not s.take(","):
+            raise s.error("expected ',' or ')' in the fixpoint body")
+
+
+def _entry(s: _Scanner, registry: PassRegistry) -> PassSpec | PipelineRef | Fixpoint:
     name, pos = s.word("a pass name")
+    if name == "fixpoint":
+        return _fixpoint(s, registry, pos)
     if name in NAMED_PIPELINES:
         if s.take("{"):
             raise s.error(f"named pipeline '{name}' takes no options", pos)
@@ -316,7 +383,7 @@ def _entry(s: _Scanner, registry: PassRegistry) -> PassSpec | PipelineRef:
 def parse_pipeline(text: str, registry: PassRegistry = REGISTRY) -> Pipeline:
     """Parse pipeline text; every pass name is checked against ``registry`` (loading it)."""
     s = _Scanner(text)
-    entries: list[PassSpec | PipelineRef] = []
+    entries: list[PassSpec | PipelineRef | Fixpoint] = []
     if s.eof():
         return Pipeline(())
     while True:
@@ -339,6 +406,6 @@ def as_pipeline(pipeline: str | Pipeline | Sequence[Pass]) -> Pipeline:
 
 
 __all__ = [
-    "NAMED_PIPELINES", "PassSpec", "Pipeline", "PipelineError", "PipelineRef", "as_pipeline",
+    "NAMED_PIPELINES", "Fixpoint", "Loop", "PassSpec", "Pipeline", "PipelineError", "PipelineRef", "as_pipeline",
     "convert_option", "format_option", "parse_pipeline", "register_pipeline",
 ]
