@@ -64,7 +64,10 @@ class Signature:
         missing = [n for n in self.input_names if bound.get(n) is None]
         extra = [n for n, v in bound.items()
                  if n not in self.input_names and v is not None and n not in self.static]
+        changed = [n for n in self.static if n in bound and bound[n] != self.static[n]]
         problems = []
+        if changed:
+            problems.append(", ".join(f"'{n}' was fixed to {self.static[n]!r} at import" for n in changed))
         if missing:
             problems.append(f"missing input{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
         if extra:

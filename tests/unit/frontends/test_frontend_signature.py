@@ -87,3 +87,10 @@ def test_tree_from_export_spec():
     spec = _pytree.tree_structure((torch.ones(1), {"k": [torch.ones(1)]}, Pair(torch.ones(1), torch.ones(1))))
     tree = tree_from_pytree(spec)
     assert Signature(["x"], tree).pack_outputs([1, 2, 3, 4]) == (1, {"k": [2]}, Pair(3, 4))
+
+
+def test_static_arguments_must_keep_their_import_value():
+    sig = _sig(static={"labels": None, "use_cache": False})
+    assert sig.flatten_inputs((1, 2), {"use_cache": False}) == [1, 2]
+    with pytest.raises(SignatureError, match="'use_cache' was fixed to False at import"):
+        sig.flatten_inputs((1, 2), {"use_cache": True})
