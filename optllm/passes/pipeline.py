@@ -8,7 +8,7 @@ Grammar (whitespace around tokens is ignored)::
     option   := KEY '=' VALUE | KEY            (a bare KEY sets a bool option to true)
     VALUE    := text up to ',' or '}' | '"' quoted text '"'
 
-``NAME`` is a registered pass or a named pipeline (``default``, ``O0``, ``O1``), which takes no
+``NAME`` is a registered pass or a named pipeline (``default``, ``O0``, ``O1``, ``O2``), which takes no
 options and expands to its passes when run. Option values are converted to the field's type
 (int, float, bool, str, an Enum, a ``Literal[...]``, or any of those ``| None``).
 
@@ -60,7 +60,15 @@ def register_pipeline(name: str, text: str, doc: str = "") -> None:
 
 register_pipeline("O0", "", "no optimisation")
 register_pipeline("O1", "canonicalize,cse,dce", "lossless clean-ups: algebraic identities, CSE, DCE")
-register_pipeline("default", "O1", "the pipeline optllm.compile and opt-llm use unless told otherwise")
+register_pipeline(
+    "O2",
+    "fixpoint(canonicalize,dedup,fold-linear-chain,fuse,fold-residual,fold-constants,canonicalize,cse,dce)",
+    "lossless structural optimization to a fixpoint: dedup, linear-chain and residual folding, fusion",
+)
+# Order matters: fold-linear-chain makes the nn.linear ops fuse builds on; fuse adds activation
+# epilogues before fold-residual adds residuals (act(xW+b)+r); fold-constants comes after
+# fold-linear-chain so weight transposes become GEMM flags instead of transposed copies.
+register_pipeline("default", "O2", "the pipeline optllm.compile and opt-llm use unless told otherwise")
 
 
 # -- option values ------------------------------------------------------------------------------

@@ -93,9 +93,10 @@ def test_report_dict_has_the_documented_shape() -> None:
 
 
 def test_named_pipeline_stays_named_in_the_report() -> None:
-    report = run_pipeline(parse_module(IR))
-    assert report.pipeline == "default"
+    report = run_pipeline(parse_module(IR), "O1")
+    assert report.pipeline == "O1"
     assert [r.name for r in report.passes] == ["canonicalize", "cse", "dce"]
+    assert run_pipeline(parse_module(IR)).pipeline == "default"
 
 
 def test_pass_instances_are_accepted() -> None:
@@ -160,7 +161,7 @@ def test_print_ir_after_an_unknown_pass_is_an_error() -> None:
 
 def test_statistics_and_timing_tables() -> None:
     out = io.StringIO()
-    run_pipeline(parse_module(IR), "default", pass_statistics=True, time_passes=True, stream=out)
+    run_pipeline(parse_module(IR), "O1", pass_statistics=True, time_passes=True, stream=out)
     text = out.getvalue()
     assert "Pass statistics report" in text and "(S) 1 num-eliminated - ops replaced" in text
     assert "Execution time report" in text and "(verifier)" in text

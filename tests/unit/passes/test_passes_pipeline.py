@@ -114,10 +114,11 @@ def test_options_are_converted_to_field_types(reg: PassRegistry) -> None:
 
 
 def test_named_pipelines_expand_and_take_no_options(reg: PassRegistry) -> None:
-    assert set(NAMED_PIPELINES) >= {"default", "O0", "O1"}
-    pipe = parse_pipeline("default", reg)
-    assert pipe.entries == (PipelineRef("default"),)
+    assert set(NAMED_PIPELINES) >= {"default", "O0", "O1", "O2"}
+    pipe = parse_pipeline("O1", reg)
+    assert pipe.entries == (PipelineRef("O1"),)
     assert [s.name for s in pipe.expand()] == ["canonicalize", "cse", "dce"]
+    assert parse_pipeline("default", reg).expand() == parse_pipeline("O2", reg).expand()
     assert parse_pipeline("O0", reg).expand() == []
     assert [str(s) for s in parse_pipeline("cse,O1", reg).expand()] == ["cse", "canonicalize", "cse", "dce"]
 

@@ -91,9 +91,9 @@ def test_output_file_with_weights(capsys: pytest.CaptureFixture[str], tmp_path: 
 
 def test_report_json(capsys: pytest.CaptureFixture[str], oir: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    code, _, _ = run(capsys, str(oir), "-p", "default", "--report", str(report))
+    code, _, _ = run(capsys, str(oir), "-p", "O1", "--report", str(report))
     data = json.loads(report.read_text())
-    assert code == 0 and data["pipeline"] == "default" and data["nodes"] == {"before": 5, "after": 2}
+    assert code == 0 and data["pipeline"] == "O1" and data["nodes"] == {"before": 5, "after": 2}
 
 
 def test_split_input_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
