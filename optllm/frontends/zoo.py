@@ -36,10 +36,20 @@ def _offline() -> None:
 
 
 def _random_init(cls: Any, config: Any) -> Any:
+    """Build ``cls(config)`` with seeded random weights, then perturb every parameter that the
+    initialiser left constant (norm scales of 1, biases of 0). A trained model has no such
+    parameters, and passes that fold norms and biases into GEMMs or merge identical tensors
+    must be measured and tested on non-degenerate weights."""
     import torch
 
     torch.manual_seed(SEED)
-    return cls(config)
+    model = cls(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            flat = p.detach().reshape(-1)
+            if flat.numel() > 1 and bool(torch.all(flat == flat[0])):
+                p.add_(torch.randn_like(p) * 0.05)
+    return model
 
 
 def _gpt2() -> Any:
