@@ -203,6 +203,13 @@ class ConstantTable:
         self._lazy[name] = loader
         self._types[name] = type
 
+    def copy(self) -> ConstantTable:
+        """A table with the same entries (arrays and loaders shared, bookkeeping copied)."""
+        out = ConstantTable()
+        for key, value in vars(self).items():
+            setattr(out, key, dict(value) if isinstance(value, dict) else value)
+        return out
+
     def remove(self, name: str) -> None:
         self._arrays.pop(name, None)
         self._lazy.pop(name, None)
@@ -252,6 +259,17 @@ class Module:
         for n in dead:
             self.constants.remove(n)
         return len(dead)
+
+    def clone(self) -> Module:
+        """An independent copy: graphs rebuilt from the text form, constant table copied
+        (the arrays themselves are shared; passes replace table entries, never mutate them)."""
+        from optllm.ir.parser import parse_module
+        from optllm.ir.printer import print_module
+
+        out = parse_module(print_module(self), f"<clone of @{self.name}>")
+        out.constants = self.constants.copy()
+        out.attrs = dict(self.attrs)
+        return out
 
     def __str__(self) -> str:
         from optllm.ir.printer import print_module

@@ -140,3 +140,32 @@ def test_weights_are_shared_constants(case: Case) -> None:
         names = [op.attrs["name"] for op in module.main if op.name == "core.weight"
                  and op.result.type.shape == (50257, 768)]
         assert len(set(names)) == 1
+
+
+def test_default_pipeline_keeps_outputs_and_fuses(case: Case) -> None:
+    """The `default` pipeline on a copy of the imported module: one nn.attention per layer, no
+    softmax left, far fewer launches, and the same outputs as the unoptimized reference and
+    as torch eager (rtol=atol=1e-5) at a shape other than the import's."""
+    from optllm.passes import run_pipeline
+
+    original = case.imported.module
+    module = original.clone()
+    report = run_pipeline(module, "default")
+    assert not report.warnings, report.warnings
+    before, after = graph_stats(original.main), graph_stats(module.main)
+    ops = [op.name for op in module.main]
+    layers = case.model.config.num_hidden_layers
+    assert ops.count("nn.attention") == layers and "nn.softmax" not in ops
+    assert after["kernel_launches"] <= 0.5 * before["kernel_launches"]
+    print(f"{case.name}/{case.impl}: nodes {before['nodes']} -> {after['nodes']}, "
+          f"launches {before['kernel_launches']} -> {after['kernel_launches']}")
+
+    set_attn_implementation(case.model, case.impl)
+    kwargs = example_kwargs(case.model, 3, 11, pad=3)
+    inputs = [t.numpy() for t in case.imported.signature.flatten_inputs((), kwargs)]
+    ref, opt = run_module(original, inputs), run_module(module, inputs)
+    with torch.no_grad():
+        want = _leaves(case.model(**kwargs))
+    for key, r, o in zip(want, ref, opt):
+        np.testing.assert_allclose(o, r, rtol=RTOL, atol=ATOL, err_msg=f"{key}: optimized vs unoptimized")
+        np.testing.assert_allclose(o, want[key].numpy(), rtol=RTOL, atol=ATOL, err_msg=f"{key}: vs torch eager")
