@@ -269,12 +269,19 @@ def time_pipeline(module: Any, pipeline: str, repeats: int) -> dict[str, Any]:
     from optllm.passes import run_pipeline
 
     times = []
+    per_pass: dict[str, list[float]] = collections.defaultdict(list)
     for _ in range(repeats):
         fresh = copy_module(module)
         start = time.perf_counter()
-        run_pipeline(fresh, pipeline, verify=False)
+        report = run_pipeline(fresh, pipeline, verify=False)
         times.append(time.perf_counter() - start)
-    return {"median_seconds": statistics.median(times), "seconds": times, "nodes": graph_stats(module.main)["nodes"]}
+        totals: collections.Counter[str] = collections.Counter()
+        for record in report.to_dict()["passes"]:
+            totals[record["name"]] += record["seconds"]
+        for name, seconds in totals.items():
+            per_pass[name].append(seconds)
+    return {"median_seconds": statistics.median(times), "seconds": times, "nodes": graph_stats(module.main)["nodes"],
+            "pass_median_seconds": {n: statistics.median(v) for n, v in per_pass.items()}}
 
 
 def scaling(pipeline: str, layers: Sequence[int], repeats: int, batch: int, seq: int) -> dict[str, Any]:
