@@ -141,6 +141,9 @@ class ConstantTable:
         self._types: dict[str, TensorType] = {}
         self._by_hash: dict[str, str] = {}
         self._digests: dict[str, str] = {}  # name -> digest, computed once
+        # Cheap fingerprint -> names: a full digest is computed only when fingerprints collide,
+        # so adding N distinct weights hashes none of them in full.
+        self._by_fingerprint: dict[bytes, list[str]] = {}
         self.source: str | None = None  # the file the lazy entries come from
 
     def __contains__(self, name: object) -> bool:
@@ -171,22 +174,38 @@ class ConstantTable:
         h.update(arr.tobytes())
         return h.hexdigest()
 
+    @staticmethod
+    def fingerprint(arr: np.ndarray) -> bytes:
+        """dtype, shape and about 4096 evenly spaced elements: tensors whose fingerprints
+        differ differ, so only colliding ones need a full digest."""
+        flat = arr.reshape(-1)
+        return f"{arr.dtype.str}{arr.shape}".encode() + flat[:: max(1, flat.size // 4096)].tobytes()
+
     def digest_of(self, name: str) -> str:
         """The digest of the tensor ``name`` (dtype, shape and bytes), computed once per entry.
         A lazily loaded entry is read here and from then on found by ``add`` like the others."""
         key = self._digests.get(name)
         if key is None:
-            key = self._digests[name] = self.digest(self[name])
+            arr = self[name]
+            key = self._digests[name] = self.digest(arr)
             self._by_hash.setdefault(key, name)
+            names = self._by_fingerprint.setdefault(self.fingerprint(arr), [])
+            if name not in names:
+                names.append(name)
         return key
 
     def add(self, arr: np.ndarray, name: str) -> str:
         """Store ``arr`` under ``name`` (made unique), or return the name of its twin."""
         arr = np.asarray(arr)
         arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
-        key = self.digest(arr)
-        if key in self._by_hash:
-            return self._by_hash[key]
+        fp = self.fingerprint(arr)
+        key: str | None = None
+        candidates = self._by_fingerprint.get(fp, [])
+        if candidates:
+            key = self.digest(arr)
+            for other in candidates:
+                if self.digest_of(other) == key:
+                    return other
         base, n = name, 1
         while name in self._types:
             name = f"{base}_{n}"
@@ -194,8 +213,10 @@ class ConstantTable:
         ttype = TensorType(tuple(int(d) for d in arr.shape), DType.from_numpy(arr.dtype))  # may raise: first
         self._arrays[name] = arr
         self._types[name] = ttype
-        self._by_hash[key] = name
-        self._digests[name] = key
+        self._by_fingerprint.setdefault(fp, []).append(name)
+        if key is not None:
+            self._by_hash[key] = name
+            self._digests[name] = key
         return name
 
     def add_lazy(self, name: str, type: TensorType, loader: Callable[[], np.ndarray]) -> None:
@@ -207,6 +228,8 @@ class ConstantTable:
         """A table with the same entries (arrays and loaders shared, bookkeeping copied)."""
         out = ConstantTable()
         for key, value in vars(self).items():
+            if key == "_by_fingerprint":
+                value = {fp: list(names) for fp, names in value.items()}
             setattr(out, key, dict(value) if isinstance(value, dict) else value)
         return out
 
@@ -216,6 +239,9 @@ class ConstantTable:
         self._types.pop(name, None)
         self._digests.pop(name, None)
         self._by_hash = {k: v for k, v in self._by_hash.items() if v != name}
+        for names in self._by_fingerprint.values():
+            if name in names:
+                names.remove(name)
 
     def items(self) -> Iterator[tuple[str, np.ndarray]]:
         for name in list(self._types):

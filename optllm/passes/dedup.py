@@ -14,8 +14,6 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
-
 from optllm.ir.graph import Graph, Module
 from optllm.ir.ops import Operation, Trait
 from optllm.ir.values import Value
@@ -39,20 +37,13 @@ def weight_twins(module: Module) -> dict[str, str]:
         by_type.setdefault(table.type_of(name), []).append(name)
     twins: dict[str, str] = {}
     for same_type in by_type.values():
-        for names in _groups(same_type, lambda n: sample_key(table[n])):
+        for names in _groups(same_type, lambda n: table.fingerprint(table[n])):
             first: dict[str, str] = {}
             for name in names:
                 keep = first.setdefault(table.digest_of(name), name)
                 if keep != name:
                     twins[name] = keep
     return twins
-
-
-def sample_key(arr: np.ndarray) -> bytes:
-    """A cheap fingerprint (about 4096 evenly spaced elements): tensors that differ in it
-    differ, so only the rest need a full digest."""
-    flat = arr.reshape(-1)
-    return flat[:: max(1, flat.size // 4096)].tobytes()
 
 
 def _groups(names: list[str], key: Callable[[str], Hashable]) -> list[list[str]]:

@@ -64,7 +64,7 @@ class Weights:
 
     def add(self, rewriter: Rewriter, before: Operation, arr: np.ndarray, hint: str, like: TensorType) -> Value:
         """A ``core.weight`` for ``arr`` (cast to ``like``'s dtype) created before ``before``."""
-        name = self.module.constants.add(arr.astype(like.dtype.to_numpy()), hint)
+        name = self.module.constants.add(arr.astype(like.dtype.to_numpy(), copy=False), hint)
         return rewriter.create(before, "core.weight", [], {"name": name},
                                result_types=[self.module.constants.type_of(name)]).result
 
