@@ -128,10 +128,24 @@ def print_module(module: Module) -> str:
     return "\n".join(parts) + "\n"
 
 
-def print_op(op: Operation) -> str:
-    """One op in isolation (operands shown as %?), for messages."""
-    out: list[str] = []
+def _graph_namer(graph: Graph, stop: Operation) -> _Namer:
+    """The names the printer gives ``graph``'s values up to (not including) ``stop``."""
     namer = _Namer()
+    for i, v in enumerate(graph.inputs):
+        namer.arg(v, i)
+    for other in graph:
+        if other is stop:
+            break
+        for r in other.results:
+            namer.result(r)
+    return namer
+
+
+def print_op(op: Operation) -> str:
+    """One op as it prints inside its graph (operand and result names as in the module's
+    text), for messages; operands not defined before it show as %?."""
+    out: list[str] = []
+    namer = _graph_namer(op.parent, op) if op.parent is not None else _Namer()
     for v in op.operands:
         namer.names.setdefault(id(v), "?")
     _print_op(op, namer, "", out)
