@@ -43,7 +43,7 @@ def test_ill_typed_matmul_in_text() -> None:
     msg = str(ei.value)
     assert msg.startswith("'core.matmul' at loc(\"h.0.attn.c_proj\") in @forward: ")
     assert "contracts 64 with 32" in msg
-    assert "in: %0 = core.matmul %?, %? : f32[B,S,16]" in msg
+    assert "in: %0 = core.matmul %x, %w : f32[B,S,16]" in msg
     assert ei.value.op is not None and ei.value.op.name == "core.matmul"
 
 
