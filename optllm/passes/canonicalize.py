@@ -16,9 +16,13 @@ import numpy as np
 
 from optllm.ir.graph import Module
 from optllm.ir.ops import Operation
+from optllm.ir.types import DType
 from optllm.ir.values import Value
 from optllm.passes.base import Pass, PassContext, PassResult, option
 from optllm.passes.rewrite import Match, Pattern, Rewriter, apply_patterns_greedily, report_greedy
+from optllm.passes.value_matchers import constant_array
+
+MAX_IOTA_TABLE = 1 << 16  # elements of a constant table gather-iota-table reads to check it
 
 
 # -- constants ---------------------------------------------------------------------------------
@@ -213,9 +217,184 @@ class PermutePermute(Pattern):
         rewriter.replace_op(match.op, new.result)
 
 
+# -- boolean identities and iota (arange) indexing: the attention-mask construction -----------
+def arange_through_reshapes(v: Value) -> Operation | None:
+    """The ``core.arange`` that ``v`` is (a chain of reshapes of), else None."""
+    while v.owner is not None and v.owner.name == "core.reshape":
+        v = v.owner.operands[0]
+    return v.owner if v.owner is not None and v.owner.name == "core.arange" else None
+
+
+def _nonnegative_arange(v: Value) -> bool:
+    """Every element of ``v`` is >= 0: a reshaped arange with a static start >= 0 and step > 0."""
+    ar = arange_through_reshapes(v)
+    return ar is not None and isinstance(ar.attrs["start"], int) and ar.attrs["start"] >= 0 and ar.attrs["step"] > 0
+
+
+def _bool_splat(v: Value) -> bool | None:
+    """The boolean every element of ``v`` holds: a splat, or a broadcast (expand) of one."""
+    while v.owner is not None and v.owner.name == "core.expand":
+        v = v.owner.operands[0]
+    got = splat_value(v)
+    return got if isinstance(got, bool) else None
+
+
+class BooleanIdentity(Pattern):
+    """Base of ``op(c, x) -> x`` for a boolean splat ``c`` that is ``op``'s identity; when ``c``
+    broadcasts ``x`` to a larger shape the result is that broadcast (a view)."""
+
+    identity: ClassVar[bool]
+
+    def match(self, op: Operation) -> Match | str:
+        kept = _operands_with(op, lambda v: _bool_splat(v) is self.identity)
+        if not kept:
+            return f"no operand is a splat {str(self.identity).lower()}"
+        same = [x for x in kept if x.type == op.result.type]  # prefer the exact type: no view needed
+        return Match(op, x=same[0], shape=None) if same else Match(op, x=kept[0], shape=list(op.result.type.shape))
+
+    def rewrite(self, match: Match, rewriter: Rewriter) -> None:
+        if match.shape is None:
+            rewriter.replace_op(match.op, match.x)
+            return
+        new = rewriter.create(match.op, "core.expand", [match.x], {"shape": match.shape})
+        rewriter.replace_op(match.op, new.result)
+
+
+class AndTrue(BooleanIdentity):
+    # and(x, true) -> x  (broadcast: expand(x, shape))
+    name = "and-true"
+    root = "core.and"
+    identity = True
+
+
+class OrFalse(BooleanIdentity):
+    # or(x, false) -> x  (broadcast: expand(x, shape))
+    name = "or-false"
+    root = "core.or"
+    identity = False
+
+
+class GeArangeNonNegative(Pattern):
+    # ge(arange(start >= 0, step > 0), c <= 0) -> full(true)
+    name = "ge-arange-nonnegative"
+    root = "core.ge"
+
+    def match(self, op: Operation) -> Match | str:
+        x, c = op.operands
+        bound = splat_value(c)
+        if bound is None or isinstance(bound, bool) or bound > 0:
+            return "the bound is not a splat <= 0"
+        if not _nonnegative_arange(x):
+            return "the lhs is not a (reshaped) arange with start >= 0 and step > 0"
+        return Match(op)
+
+    def rewrite(self, match: Match, rewriter: Rewriter) -> None:
+        shape = list(match.op.result.type.shape)
+        new = rewriter.create(match.op, "core.full", [], {"shape": shape, "value": 1.0, "dtype": DType.bool})
+        rewriter.replace_op(match.op, new.result)
+
+
+def _iota_axis(idx: Value, size: object) -> int | None | str:
+    """For ``idx`` = reshaped arange(0, size, 1): the one axis (counted from the right) holding
+    its elements, or None when it holds a single element; a reason string otherwise."""
+    ar = arange_through_reshapes(idx)
+    if ar is None or ar.attrs["start"] != 0 or ar.attrs["step"] != 1:
+        return "an index is not a (reshaped) arange from 0 with step 1"
+    if ar.result.type.shape[0] != size:
+        return f"an index arange has {ar.result.type.shape[0]} elements, the indexed axis {size}"
+    spread = [i for i, d in enumerate(reversed(idx.type.shape)) if d != 1]
+    if len(spread) > 1:
+        return "an index spreads over more than one axis"
+    return spread[0] if spread else None
+
+
+class IndexIota(Pattern):
+    # index(x, iota_0, .., iota_k) -> reshape(x)  when index j is arange(0, dim_j) on its own axis, axes increasing
+    name = "index-iota"
+    root = "core.index"
+
+    def match(self, op: Operation) -> Match | str:
+        x, indices = op.operands[0], op.operands[1:]
+        first = op.attrs["axes"][0] % x.type.rank
+        last = None
+        for j, idx in enumerate(indices):
+            axis = _iota_axis(idx, x.type.shape[first + j])
+            if isinstance(axis, str):
+                return axis
+            if axis is None:
+                continue
+            if last is not None and axis >= last:  # counted from the right: must decrease
+                return "the index axes are not in increasing order"
+            last = axis
+        return Match(op, x=x)
+
+    def rewrite(self, match: Match, rewriter: Rewriter) -> None:
+        shape = list(match.op.result.type.shape)
+        new = rewriter.create(match.op, "core.reshape", [match.x], {"shape": shape})
+        rewriter.replace_op(match.op, new.result)
+
+
+class GatherScalarSplit(Pattern):
+    # gather(x, k, axis) -> reshape(split(x, axis, [k, 1, n-k-1])[1])  for a constant scalar k >= 0 (a view: BERT's CLS token)
+    name = "gather-scalar-split"
+    root = "core.gather"
+
+    def match(self, op: Operation) -> Match | str:
+        x, idx = op.operands
+        k = splat_value(idx)
+        if idx.type.rank != 0 or not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            return "the index is not a constant scalar >= 0"
+        ax = op.attrs["axis"] % x.type.rank
+        size = x.type.shape[ax]
+        if isinstance(size, int) and k >= size:
+            return f"index {k} is out of range for axis size {size}"
+        sizes = [d for d in (k, 1, size - k - 1) if not isinstance(d, int) or d > 0]  # (a split, not a slice:
+        return Match(op, x=x, axis=ax, sizes=sizes, part=int(k > 0))  # its sizes stay exact on symbolic dims)
+
+    def rewrite(self, match: Match, rewriter: Rewriter) -> None:
+        picked = match.x
+        if len(match.sizes) > 1:  # else the axis has size 1: the gather is only a reshape
+            split = rewriter.create(match.op, "core.split", [match.x], {"axis": match.axis, "sizes": match.sizes})
+            picked = split.results[match.part]
+        new = rewriter.create(match.op, "core.reshape", [picked], {"shape": list(match.op.result.type.shape)})
+        rewriter.replace_op(match.op, new.result)
+
+
+class GatherIotaTable(Pattern):
+    # gather(T, i, axis) -> expand(reshape(i))  when T[.., k, ..] == k along axis and i = arange(start >= 0, step > 0)
+    name = "gather-iota-table"
+    root = "core.gather"
+
+    def __init__(self, module: Module) -> None:
+        self.module = module  # the constant table holds T's values (HF's position_ids buffer)
+
+    def match(self, op: Operation) -> Match | str:
+        table, idx = op.operands
+        if table.type.dtype != idx.type.dtype or not _nonnegative_arange(idx):
+            return "the indices are not a (reshaped) arange with start >= 0 and step > 0 of the table's dtype"
+        if not table.type.is_static or table.type.numel() > MAX_IOTA_TABLE:
+            return f"the table is symbolic or larger than {MAX_IOTA_TABLE} elements"
+        arr = constant_array(self.module, table)
+        if arr is None:
+            return "the table is not a constant"
+        ax = op.attrs["axis"] % arr.ndim
+        iota = np.arange(arr.shape[ax]).reshape([-1 if d == ax else 1 for d in range(arr.ndim)])
+        if not np.array_equal(arr, np.broadcast_to(iota, arr.shape)):
+            return "the table does not hold its own index along the axis"
+        ones = [1] * ax + list(idx.type.shape) + [1] * (arr.ndim - ax - 1)
+        return Match(op, x=idx, shape=ones)
+
+    def rewrite(self, match: Match, rewriter: Rewriter) -> None:
+        out = rewriter.create(match.op, "core.reshape", [match.x], {"shape": match.shape}).result
+        if out.type != match.op.result.type:
+            out = rewriter.create(match.op, "core.expand", [out], {"shape": list(match.op.result.type.shape)}).result
+        rewriter.replace_op(match.op, out)
+
+
 PATTERNS: list[Pattern] = [
     MulOne(), DivOne(), SubZero(), AddNegZero(), NegNeg(), CastSame(), ReshapeSame(),
     ReshapeReshape(), ExpandSame(), SliceFull(), PermuteIdentity(), PermutePermute(),
+    AndTrue(), OrFalse(), GeArangeNonNegative(), IndexIota(), GatherScalarSplit(),
 ]
 
 
@@ -263,6 +442,7 @@ class Canonicalize(Pass):
             raise ValueError(f"max-iterations must be >= 1, got {self.max_iterations}")
 
     def run(self, module: Module, ctx: PassContext) -> PassResult:
-        result = apply_patterns_greedily(module, PATTERNS, max_iterations=self.max_iterations, ctx=ctx)
+        patterns = [*PATTERNS, GatherIotaTable(module)]
+        result = apply_patterns_greedily(module, patterns, max_iterations=self.max_iterations, ctx=ctx)
         report_greedy(result, ctx, self.name, fail=self.fail_on_non_convergence)
         return PassResult(changed=result.changed)

@@ -23,6 +23,7 @@ def phases(module: Module, max_positions: int, regions: bool) -> list[tuple[str,
     ]
     if regions:
         out.append(("regions", [elementwise.ElementwiseRegion()]))
+        out.append(("prologues", [elementwise.NormPrologue(), elementwise.RmsNormPrologue()]))
     return out
 
 
@@ -47,9 +48,11 @@ class Fuse(Pass):
     ``nn.rms_norm``/``nn.layer_norm``/``nn.gelu``/``nn.silu``; rotate-half RoPE becomes
     ``nn.rope`` with cos/sin tables precomputed as constants; linears sharing an input (QKV,
     gate/up) become one GEMM plus a split; activations go into the GEMM epilogue; remaining
-    elementwise chains become one ``fused.region``. ``--debug-patterns=NAME`` tells why a
-    candidate did not fuse (names: attention, attention-gqa, rms-norm, layer-norm, gelu, silu,
-    rope, rope-table, merge-projections, linear-activation, elementwise-region).
+    elementwise chains become one ``fused.region``, merged into a norm that reads one
+    (``fused.region {kind = "norm"}``: a row reduction with an elementwise prologue).
+    ``--debug-patterns=NAME`` tells why a candidate did not fuse (names: attention,
+    attention-gqa, rms-norm, layer-norm, gelu, silu, rope, rope-table, merge-projections,
+    linear-activation, elementwise-region, norm-prologue).
 
     Before::
 
@@ -81,6 +84,7 @@ class Fuse(Pass):
         "num-merge-projections": "linears sharing an input merged into one GEMM",
         "num-linear-activation": "activations folded into a GEMM epilogue",
         "num-elementwise-region": "elementwise chains fused into one region",
+        "num-norm-prologue": "elementwise regions fused into the norm that reads them (one row kernel)",
         "num-constants-dropped": "weights merged away and no longer read",
         "num-rewrites": "patterns applied",
         "num-dead-erased": "dead pure ops erased",

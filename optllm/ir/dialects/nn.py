@@ -260,7 +260,7 @@ class Attention(OpDef):
         return Cost(2.0 * rows * s * (q[-1] + ev) + 5.0 * rows * s, base.bytes_read, base.bytes_written)
 
 
-ACTIVATIONS = ("none", "gelu", "gelu_tanh", "silu", "relu")
+ACTIVATIONS = ("none", "gelu", "gelu_tanh", "silu", "relu", "tanh")
 
 
 def apply_activation(y: np.ndarray, activation: str) -> np.ndarray:
@@ -272,6 +272,8 @@ def apply_activation(y: np.ndarray, activation: str) -> np.ndarray:
         return Gelu().reference([y], {"approximate": approx}, {})[0]
     if activation == "silu":
         return Silu().reference([y], {}, {})[0]
+    if activation == "tanh":  # core.tanh's numerics: np.tanh in the input's dtype
+        return np.asarray(np.tanh(y)).astype(y.dtype, copy=False)
     return Relu().reference([y], {}, {})[0]
 
 
@@ -284,7 +286,7 @@ class Linear(OpDef):
     y = act(x @ W + b) + r, where W is ``w`` ([K, N]) or, with ``transpose_w``, ``w``
     transposed (``w`` is [N, K], PyTorch's nn.Linear layout). ``bias`` ([N]) and ``residual``
     (the output's shape) are optional operands, present when the flag of the same name is true,
-    in that order. ``activation`` is one of none, gelu, gelu_tanh, silu, relu.
+    in that order. ``activation`` is one of none, gelu, gelu_tanh, silu, relu, tanh.
     """
 
     name = "nn.linear"

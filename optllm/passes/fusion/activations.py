@@ -129,7 +129,7 @@ class SiluFusion(Pattern):
 def _epilogue_name(op: Operation) -> str:
     if op.name == "nn.gelu":
         return "gelu_tanh" if op.attrs["approximate"] == "tanh" else "gelu"
-    return "silu" if op.name == "nn.silu" else "relu"
+    return {"nn.silu": "silu", "core.tanh": "tanh"}.get(op.name, "relu")
 
 
 class LinearActivation(Pattern):
@@ -163,5 +163,10 @@ class LinearRelu(LinearActivation):
     root = "nn.relu"
 
 
+class LinearTanh(LinearActivation):
+    # tanh(linear(x, W, b)) -> linear(x, W, b){activation = tanh}   (BERT's pooler)
+    root = "core.tanh"
+
+
 PATTERNS: list[Pattern] = [GeluFusion(), SiluFusion()]
-EPILOGUE_PATTERNS: list[Pattern] = [LinearActivation(), LinearSilu(), LinearRelu()]
+EPILOGUE_PATTERNS: list[Pattern] = [LinearActivation(), LinearSilu(), LinearRelu(), LinearTanh()]

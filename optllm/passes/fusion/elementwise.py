@@ -4,6 +4,9 @@ of elementwise ops becomes one ``fused.region {kind = "elementwise"}``: one kern
 The body holds the chain's ops in order; its arguments are the chain's external operands.
 Small constants the chain reads (``core.constant``, static ``core.full``) are copied into the
 body, so the kernel sees them as immediates. The body computes exactly what the ops did.
+
+A region read only by a LayerNorm/RMSNorm is merged with it into ``fused.region {kind =
+"norm"}``: a row-reduction kernel with an elementwise prologue (BERT's embedding sum).
 """
 
 from __future__ import annotations
@@ -113,3 +116,47 @@ class ElementwiseRegion(Pattern):
         rewriter.replace_op(m.op, region.result)
         for op in reversed(chain[:-1]):
             rewriter.erase_op(op)
+
+
+class NormPrologue(Pattern):
+    # layer_norm(region{elementwise}(a, ..){f}, w, b) -> region{norm}(a, .., w, b){ layer_norm(f(a, ..), w, b) }
+    name = "norm-prologue"
+    root = "nn.layer_norm"
+
+    def match(self, op: Operation) -> Match | str:
+        if op.parent is not None and op.parent.parent_op is not None:
+            return "already inside a region"
+        x = op.operands[0]
+        reg = x.owner
+        if reg is None or reg.name != "fused.region" or reg.attrs["kind"] != "elementwise":
+            return "the normalised input is not an elementwise fused.region"
+        if len(x.uses) != 1 or is_output(x):
+            return "the region's result has other readers"
+        return Match(op, region=reg)
+
+    def rewrite(self, m: Match, rewriter: Rewriter) -> None:
+        reg: Operation = m.region
+        external: list[Value] = list(reg.operands)
+        for a in m.op.operands[1:]:
+            if all(a is not e for e in external):
+                external.append(a)
+        body = Graph("region", [v.type for v in external])
+        inner = reg.regions[0]
+        mapping = {id(old): new for old, new in zip(inner.inputs, body.inputs)}
+        mapping.update({id(v): arg for v, arg in zip(external, body.inputs)})
+        b = Builder.at_end(body)
+        for op in inner:
+            new = b.create(op.name, [mapping[id(a)] for a in op.operands], dict(op.attrs), loc=op.loc)
+            mapping[id(op.result)] = new.result
+        operands = [mapping[id(inner.outputs[0])]] + [mapping[id(a)] for a in m.op.operands[1:]]
+        norm = b.create(m.op.name, operands, dict(m.op.attrs), loc=m.op.loc)
+        body.set_outputs([norm.result])
+        fused = rewriter.create(m.op, "fused.region", external, {"kind": "norm"}, regions=[body],
+                                result_types=[m.op.result.type])
+        rewriter.replace_op(m.op, fused.result)
+        rewriter.erase_op(reg)
+
+
+class RmsNormPrologue(NormPrologue):
+    # rms_norm(region{elementwise}(a, ..){f}, w) -> region{norm}(a, .., w){ rms_norm(f(a, ..), w) }
+    root = "nn.rms_norm"

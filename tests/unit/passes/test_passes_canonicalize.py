@@ -43,6 +43,22 @@ CASES = {
                         "%1 = core.permute %0 {perm = [1, 2, 0]} : f32[2,2,2]\n"
                         "%2 = core.permute %1 {perm = [2, 0, 1]} : f32[2,2,2]\n"
                         "%3 = core.reshape %2 {shape = [8]} : f32[8]\nreturn %3", 0),
+    "and-true": ("%0 = core.eq %x, %x : bool[8]\n%1 = core.full {shape = [], value = 1.0, dtype = bool} : bool[]\n"
+                 "%2 = core.and %1, %0 : bool[8]\n%3 = core.cast %2 {dtype = f32} : f32[8]\n"
+                 "%4 = core.mul %x, %3 : f32[8]\nreturn %4", 3),
+    "or-false": ("%0 = core.eq %x, %x : bool[8]\n%1 = core.constant {value = dense<bool[]: false>} : bool[]\n"
+                 "%2 = core.or %0, %1 : bool[8]\n%3 = core.cast %2 {dtype = f32} : f32[8]\n"
+                 "%4 = core.mul %x, %3 : f32[8]\nreturn %4", 3),
+    "ge-arange-nonnegative": ("%0 = core.arange {end = 8} : i64[8]\n%1 = core.constant {value = dense<i64[]: 0>} : i64[]\n"
+                              "%2 = core.ge %0, %1 : bool[8]\n%3 = core.cast %2 {dtype = f32} : f32[8]\n"
+                              "%4 = core.mul %x, %3 : f32[8]\nreturn %4", 3),
+    "index-iota": ("%0 = core.reshape %x {shape = [2,4]} : f32[2,4]\n%1 = core.arange {end = 2} : i64[2]\n"
+                   "%2 = core.reshape %1 {shape = [2,1]} : i64[2,1]\n%3 = core.arange {end = 4} : i64[4]\n"
+                   "%4 = core.index %0, %2, %3 {axes = [0, 1]} : f32[2,4]\n"
+                   "%5 = core.reshape %4 {shape = [8]} : f32[8]\nreturn %5", 0),
+    "gather-scalar-split": ("%0 = core.reshape %x {shape = [1,8]} : f32[1,8]\n"
+                            "%1 = core.constant {value = dense<i64[]: 0>} : i64[]\n"
+                            "%2 = core.gather %0, %1 {axis = 0} : f32[8]\nreturn %2", 0),
 }
 
 # Identities that look right but are not exact (or not shape-preserving): nothing may change.
