@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -168,6 +168,15 @@ class FlattenFold(FoldPattern):
         rewriter.replace_op(match.op, new.result)
 
 
+def _affine_operand(op: Operation) -> Iterator[tuple[Operation, Value, Value]]:
+    """For a binary ``op``: (linear, its result, the other operand) for each operand that is an
+    affine ``nn.linear`` read only by ``op`` and of ``op``'s result type (either order)."""
+    for lin_v, c in ((op.operands[0], op.operands[1]), (op.operands[1], op.operands[0])):
+        lin = lin_v.owner
+        if lin is not None and plain_linear(lin) and sole_user(lin_v) is op and lin_v.type == op.result.type:
+            yield lin, lin_v, c
+
+
 class BiasFold(FoldPattern):
     # add(linear(x, W, b), c) -> linear(x, W, b + c)   (c a constant per-channel vector)
     name = "bias-fold"
@@ -175,11 +184,7 @@ class BiasFold(FoldPattern):
 
     def match(self, op: Operation) -> Match | str:
         why = "no operand is an affine nn.linear used only here"
-        for lin_v, c in ((op.operands[0], op.operands[1]), (op.operands[1], op.operands[0])):
-            lin = lin_v.owner
-            if not plain_linear(lin) or sole_user(lin_v) is not op or lin_v.type != op.result.type:
-                continue
-            assert lin is not None
+        for lin, lin_v, c in _affine_operand(op):
             if not lin.attrs["bias"] and c.type == TensorType((lin_v.type.shape[-1],), lin_v.type.dtype):
                 return Match(op, lin=lin, c=c, bias=None)  # c becomes the bias as it is
             arr = self.w.array(c)
@@ -213,11 +218,7 @@ class ScaleOutput(FoldPattern):
 
     def match(self, op: Operation) -> Match | str:
         why = "no operand is an affine nn.linear used only here"
-        for lin_v, c in ((op.operands[0], op.operands[1]), (op.operands[1], op.operands[0])):
-            lin = lin_v.owner
-            if not plain_linear(lin) or sole_user(lin_v) is not op or lin_v.type != op.result.type:
-                continue
-            assert lin is not None
+        for lin, lin_v, c in _affine_operand(op):
             arr = self.w.array(c)
             vec = None if arr is None else channel_vector(arr, lin_v.type)
             params = self.w.gemm(lin)
