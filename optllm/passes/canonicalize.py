@@ -7,7 +7,6 @@ through ``core.constant`` splats and ``core.full``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -20,36 +19,9 @@ from optllm.ir.types import DType
 from optllm.ir.values import Value
 from optllm.passes.base import Pass, PassContext, PassResult, option
 from optllm.passes.rewrite import Match, Pattern, Rewriter, apply_patterns_greedily, report_greedy
-from optllm.passes.value_matchers import constant_array
+from optllm.passes.value_matchers import constant_array, is_splat_of, splat_value
 
 MAX_IOTA_TABLE = 1 << 16  # elements of a constant table gather-iota-table reads to check it
-
-
-# -- constants ---------------------------------------------------------------------------------
-def splat_value(v: Value) -> float | int | bool | None:
-    """The single value every element of ``v`` holds, when ``v`` is a constant splat."""
-    op = v.owner
-    if op is None:
-        return None
-    if op.name == "core.constant":
-        dense = op.attrs["value"]
-        arr = dense.to_array().reshape(-1)
-        if arr.size == 0 or (arr.size > 1 and not dense.is_splat()):
-            return None
-        return arr[0].item()  # type: ignore[no-any-return]
-    if op.name == "core.full":
-        return np.array(op.attrs["value"]).astype(op.attrs["dtype"].to_numpy()).item()  # type: ignore[no-any-return]
-    return None
-
-
-def is_splat_of(v: Value, want: float, *, signed_zero: float | None = None) -> bool:
-    """``v`` is a splat equal to ``want``; for a float zero its sign must be ``signed_zero``'s."""
-    got = splat_value(v)
-    if got is None or got != want:
-        return False
-    if signed_zero is not None and isinstance(got, float):
-        return math.copysign(1.0, got) == math.copysign(1.0, signed_zero)
-    return True
 
 
 def _operands_with(op: Operation, other_is_identity: Callable[[Value], bool]) -> list[Value]:

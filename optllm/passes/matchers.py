@@ -15,8 +15,7 @@ from collections.abc import Iterable
 
 from optllm.ir.ops import Operation
 from optllm.ir.values import Value
-from optllm.passes.canonicalize import splat_value
-from optllm.passes.value_matchers import is_output
+from optllm.passes.value_matchers import is_output, splat_value
 
 __all__ = ["close_to", "is_output", "mul_factors", "operand_with_splat", "producer", "single_use", "splat_float",
            "splat_value", "used_only_by"]

@@ -11,6 +11,7 @@ None of these mutate the IR.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 
 import numpy as np
@@ -90,3 +91,29 @@ def channel_vector(arr: np.ndarray, out: TensorType) -> np.ndarray | None:
 
 __all__ = ["VIEW_CHAIN", "channel_vector", "constant_array", "is_constant", "is_output", "sole_user", "strip_views",
            "users_only"]
+
+
+def splat_value(v: Value) -> float | int | bool | None:
+    """The single value every element of ``v`` holds, when ``v`` is a constant splat."""
+    op = v.owner
+    if op is None:
+        return None
+    if op.name == "core.constant":
+        dense = op.attrs["value"]
+        arr = dense.to_array().reshape(-1)
+        if arr.size == 0 or (arr.size > 1 and not dense.is_splat()):
+            return None
+        return arr[0].item()  # type: ignore[no-any-return]
+    if op.name == "core.full":
+        return np.array(op.attrs["value"]).astype(op.attrs["dtype"].to_numpy()).item()  # type: ignore[no-any-return]
+    return None
+
+
+def is_splat_of(v: Value, want: float, *, signed_zero: float | None = None) -> bool:
+    """``v`` is a splat equal to ``want``; for a float zero its sign must be ``signed_zero``'s."""
+    got = splat_value(v)
+    if got is None or got != want:
+        return False
+    if signed_zero is not None and isinstance(got, float):
+        return math.copysign(1.0, got) == math.copysign(1.0, signed_zero)
+    return True
