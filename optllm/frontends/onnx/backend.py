@@ -1,0 +1,130 @@
+"""``onnx.backend.base.Backend`` over optllm: import with our frontend, run with our executor.
+
+    from optllm.frontends.onnx import Backend
+    rep = Backend.prepare(model)          # import_onnx(model) -> IR module
+    outputs = rep.run([x, y])             # optllm.backends.reference.run_module
+
+ONNX node tests feed shape-like tensors (Reshape's ``shape``, Slice's ``starts``) as graph
+inputs, while the IR takes shapes as attributes. When the model does not import with those
+inputs left free, ``run`` re-imports it with the integer inputs bound to the values it was
+given (one module per distinct set of integer inputs). The numbers are always computed by
+our reference executor; onnx.reference and onnxruntime are only oracles in the tests.
+
+``CLAIMED_OPS`` lists the op types that pass every node test case of the installed onnx;
+``tests/unit/frontends/test_onnx_conformance.py`` holds us to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx.backend.base import Backend as _OnnxBackend
+from onnx.backend.base import BackendRep as _OnnxBackendRep
+
+from optllm.frontends.fx import FrontendError
+from optllm.ir import Module
+
+log = logging.getLogger(__name__)
+
+# Op types whose every node test case passes (kept honest by the conformance unit test).
+CLAIMED_OPS: tuple[str, ...] = ()
+
+
+def _import(model: onnx.ModelProto) -> Module:
+    from optllm.frontends.onnx import import_onnx
+
+    return import_onnx(model).module
+
+
+def _bind_int_inputs(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> tuple[onnx.ModelProto, list[int]]:
+    """A copy of ``model`` whose integer graph inputs are initializers holding ``inputs``.
+
+    Returns the copy and the positions of the inputs that stay graph inputs.
+    """
+    from onnx import numpy_helper
+
+    bound = onnx.ModelProto()
+    bound.CopyFrom(model)
+    init_names = {t.name for t in model.graph.initializer}
+    free = [i for i in model.graph.input if i.name not in init_names]
+    keep: list[int] = []
+    kept_inputs = []
+    for pos, (info, x) in enumerate(zip(free, inputs)):
+        if np.asarray(x).dtype.kind in "iu":
+            bound.graph.initializer.append(numpy_helper.from_array(np.asarray(x), info.name))
+        else:
+            keep.append(pos)
+            kept_inputs.append(info)
+    del bound.graph.input[:]
+    bound.graph.input.extend(kept_inputs)
+    return bound, keep
+
+
+class BackendRep(_OnnxBackendRep):
+    """A prepared model: the imported module, or the model kept for import at ``run``."""
+
+    def __init__(self, model: onnx.ModelProto, module: Module | None, error: FrontendError | None) -> None:
+        self.model = model
+        self.module = module
+        self.error = error
+        self._bound: dict[bytes, tuple[Module, list[int]]] = {}
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
+        from optllm.backends.reference import run_module
+
+        arrays = [np.asarray(x) for x in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
+        if self.module is not None:
+            return tuple(run_module(self.module, arrays))
+        module, keep = self._module_for(arrays)
+        return tuple(run_module(module, [arrays[i] for i in keep]))
+
+    def _module_for(self, arrays: Sequence[np.ndarray]) -> tuple[Module, list[int]]:
+        key = b"".join(a.tobytes() + str((a.dtype, a.shape)).encode() for a in arrays if a.dtype.kind in "iu")
+        if key in self._bound:
+            return self._bound[key]
+        assert self.error is not None
+        if not any(a.dtype.kind in "iu" for a in arrays):
+            raise self.error
+        bound, keep = _bind_int_inputs(self.model, arrays)
+        try:
+            module = _import(bound)
+        except FrontendError:
+            raise self.error from None
+        self._bound[key] = (module, keep)
+        return module, keep
+
+
+class Backend(_OnnxBackend):
+    """The ONNX backend API over optllm's importer and reference executor (CPU only)."""
+
+    @classmethod
+    def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> bool:
+        return cls.supports_device(device)
+
+    @classmethod
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> BackendRep:
+        if not cls.supports_device(device):
+            raise ValueError(f"optllm's ONNX backend runs on CPU only, not {device!r}")
+        try:
+            return BackendRep(model, _import(model), None)
+        except FrontendError as e:
+            log.debug("import deferred to run(): %s", e)
+            return BackendRep(model, None, e)
+
+    @classmethod
+    def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU",
+                  **kwargs: Any) -> tuple[np.ndarray, ...]:
+        return cls.prepare(model, device, **kwargs).run(inputs)
+
+    @classmethod
+    def run_node(cls, node: onnx.NodeProto, inputs: Any, device: str = "CPU",
+                 outputs_info: Any = None, **kwargs: Any) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError("optllm's ONNX backend runs models; wrap the node in a graph")
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        return device.upper() == "CPU"

@@ -1,0 +1,164 @@
+"""Run ONNX backend node test cases through ``optllm.frontends.onnx.Backend`` and classify them.
+
+    cases = load_node_cases()                      # onnx.backend.test's ~1,900 node cases
+    result = run_case(cases[0])                    # CaseResult(name, op, status, detail)
+
+A case *passes* when every data set matches the expected outputs the way onnx's own runner
+checks them (``Runner.assert_similar_outputs``: same shape and dtype, then
+``assert_allclose(rtol, atol)`` with the case's tolerances, 1e-3 / 1e-7 by default). It
+*fails* on wrong numbers (the detail gives the largest error) or on a crash while running,
+and is *skipped* when our frontend refuses the model (unsupported op or dtype) or the data
+are not plain tensors (sequences, optionals).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """The outcome of one node test case."""
+
+    name: str
+    op: str
+    status: str  # PASS, FAIL or SKIP
+    detail: str = ""
+
+
+class CaseTimeout(Exception):
+    """A case ran past its time limit."""
+
+
+def load_node_cases() -> list[Any]:
+    """Every node test case of the installed onnx (``onnx.backend.test`` generates them)."""
+    import warnings
+
+    from onnx.backend.test.loader import load_model_tests
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return list(load_model_tests(kind="node"))
+
+
+@functools.cache
+def _op_names() -> dict[str, str]:
+    """snake_case-free lower-case op name -> op type, for every ONNX schema."""
+    import onnx.defs
+
+    return {s.name.lower(): s.name for s in onnx.defs.get_all_schemas_with_history()}
+
+
+def case_op(case: Any) -> str:
+    """The operator a case tests: its single op type, else the op its name starts with."""
+    ops = {n.op_type for n in case.model.graph.node}
+    if len(ops) == 1:
+        return next(iter(ops))
+    stem = re.sub(r"^test_", "", case.name).replace("_", "").lower()
+    best = ""
+    for low, name in _op_names().items():
+        if stem.startswith(low) and len(low) > len(best.lower()):
+            best = name
+    return best or "+".join(sorted(ops))
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise ``CaseTimeout`` after ``seconds`` (main thread, POSIX; no limit elsewhere)."""
+    if seconds <= 0 or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise CaseTimeout(f"ran past {seconds:g} s")
+
+    try:
+        old = signal.signal(signal.SIGALRM, on_alarm)
+    except ValueError:  # not the main thread
+        yield
+        return
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _is_plain(x: Any) -> bool:
+    return isinstance(x, np.ndarray) and x.dtype != object
+
+
+def _normalize(x: Any) -> Any:
+    from onnx import TensorProto, numpy_helper
+
+    return numpy_helper.to_array(x) if isinstance(x, TensorProto) else x
+
+
+def compare(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], rtol: float, atol: float) -> str | None:
+    """Why ``out`` differs from ``ref`` under onnx's runner rules (None when it matches)."""
+    if len(out) != len(ref):
+        return f"{len(out)} outputs, expected {len(ref)}"
+    for i, (r, o) in enumerate(zip(ref, out)):
+        o = np.asarray(o)
+        if o.shape != r.shape:
+            return f"output {i}: shape {list(o.shape)}, expected {list(r.shape)}"
+        if o.dtype != r.dtype:
+            return f"output {i}: dtype {o.dtype}, expected {r.dtype}"
+        tol = max(rtol, 2**-6) if o.dtype.name == "bfloat16" else rtol
+        a, b = (o.astype(np.float64), r.astype(np.float64)) if o.dtype.kind in "fcV" or \
+            o.dtype.name == "bfloat16" else (o, r)
+        if o.dtype == np.bool_ or o.dtype.kind in "iu":
+            if not np.array_equal(o, r):
+                return f"output {i}: {int(np.sum(o != r))} of {o.size} elements differ"
+            continue
+        ok = np.isclose(a, b, rtol=tol, atol=atol, equal_nan=True)
+        if not ok.all():
+            err = np.abs(a - b)[~ok]
+            return f"output {i}: max abs err {np.nanmax(err) if err.size else float('nan'):.3g} " \
+                   f"({int((~ok).sum())}/{o.size} off)"
+    return None
+
+
+def run_case(case: Any, timeout: float = 30.0) -> CaseResult:
+    """Run one node test case through our ``Backend`` and classify the outcome."""
+    from optllm.backends.reference import ExecutionError
+    from optllm.frontends.fx import FrontendError
+    from optllm.frontends.onnx.backend import Backend
+
+    op = case_op(case)
+    sets = [([_normalize(x) for x in ins], [_normalize(y) for y in outs]) for ins, outs in case.data_sets]
+    if not all(_is_plain(x) for ins, outs in sets for x in [*ins, *outs]):
+        return CaseResult(case.name, op, SKIP, "sequence, optional, map or string data")
+    try:
+        with time_limit(timeout), np.errstate(all="ignore"):
+            rep = Backend.prepare(case.model)
+            for ins, outs in sets:
+                got = rep.run(ins)
+                why = compare(outs, got, case.rtol, case.atol)
+                if why:
+                    return CaseResult(case.name, op, FAIL, why)
+    except FrontendError as e:
+        return CaseResult(case.name, op, SKIP, _first_line(e))
+    except CaseTimeout as e:
+        return CaseResult(case.name, op, FAIL, f"timeout: {e}")
+    except ExecutionError as e:
+        return CaseResult(case.name, op, FAIL, f"crash: {_first_line(e)}")
+    except Exception as e:  # a converter bug: report it as a failure with its type
+        return CaseResult(case.name, op, FAIL, f"crash: {type(e).__name__}: {_first_line(e)}")
+    return CaseResult(case.name, op, PASS)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__

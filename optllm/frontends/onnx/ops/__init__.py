@@ -1,0 +1,17 @@
+"""Imports every converter module so its ``@converter`` registrations run.
+
+To add an op family: write ``optllm/frontends/onnx/ops_<family>.py`` and add its name here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+CONVERTER_MODULES = [
+    "ops_elementwise",
+    "ops_tensor",
+    "ops_nn",
+]
+
+for _name in CONVERTER_MODULES:
+    importlib.import_module(f"optllm.frontends.onnx.{_name}")

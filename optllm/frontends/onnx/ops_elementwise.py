@@ -1,0 +1,3 @@
+"""ONNX converters (ops_elementwise)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""ONNX converters (ops_nn)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""ONNX converters (ops_tensor)."""
+
+from __future__ import annotations
