@@ -1,0 +1,193 @@
+"""Lowerings of the ``core`` dialect to standard ONNX ops, one small function per op kind.
+
+Each lowering is ``fn(e, op, ins, outs)``: it emits nodes into the emitter ``e`` reading the
+tensor names ``ins`` and writing the names ``outs``. Shape attributes with symbols become
+shape tensors computed from the graph inputs (``Emitter.shape``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from optllm.backends.onnx_export.context import I64_MAX, Emitter, ExportError, onnx_dtype
+from optllm.ir.ops import Operation
+from optllm.ir.types import DType
+
+Lowering = Callable[[Emitter, Operation, list[str], list[str]], None]
+LOWERINGS: dict[str, Lowering] = {}
+
+
+def _simple(op_name: str, onnx_op: str, **attrs: Any) -> None:
+    def lower(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+        e.node(onnx_op, ins, outs, **attrs)
+
+    LOWERINGS[op_name] = lower
+
+
+for _name, _onnx in {
+    "neg": "Neg", "abs": "Abs", "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "reciprocal": "Reciprocal",
+    "tanh": "Tanh", "erf": "Erf", "sigmoid": "Sigmoid", "sin": "Sin", "cos": "Cos", "floor": "Floor",
+    "ceil": "Ceil", "not": "Not", "add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow",
+    "max": "Max", "min": "Min", "and": "And", "or": "Or", "xor": "Xor", "bitand": "BitwiseAnd",
+    "eq": "Equal", "lt": "Less", "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual",
+    "where": "Where", "matmul": "MatMul", "gather_elements": "GatherElements",
+}.items():
+    _simple(f"core.{_name}", _onnx)
+
+
+def _op(name: str) -> Callable[[Lowering], Lowering]:
+    def deco(fn: Lowering) -> Lowering:
+        LOWERINGS[name] = fn
+        return fn
+
+    return deco
+
+
+@_op("core.rsqrt")
+def _rsqrt(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    # rsqrt(x) -> 1 / sqrt(x), as the reference computes it
+    e.one("Reciprocal", [e.one("Sqrt", ins)], outs[0])
+
+
+@_op("core.ne")
+def _ne(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    e.one("Not", [e.one("Equal", ins)], outs[0])
+
+
+@_op("core.floordiv")
+def _floordiv(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    if op.result.type.dtype.is_float:
+        e.one("Floor", [e.one("Div", ins)], outs[0])
+        return
+    # floor(x / y) for integers: (x - mod(x, y)) / y divides exactly
+    rem = e.one("Mod", ins, fmod=0)
+    e.one("Div", [e.one("Sub", [ins[0], rem]), ins[1]], outs[0])
+
+
+@_op("core.mod")
+def _mod(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    if not op.result.type.dtype.is_float:
+        e.one("Mod", ins, outs[0], fmod=0)
+        return
+    # Python's x mod y for floats: x - floor(x / y) * y
+    q = e.one("Floor", [e.one("Div", ins)])
+    e.one("Sub", [ins[0], e.one("Mul", [q, ins[1]])], outs[0])
+
+
+@_op("core.cast")
+def _cast(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    e.one("Cast", ins, outs[0], to=onnx_dtype(op.attrs["dtype"]))
+
+
+@_op("core.constant")
+def _constant(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    e.one("Identity", [e.const(op.attrs["value"].to_array())], outs[0])
+
+
+@_op("core.reshape")
+def _reshape(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    e.one("Reshape", [ins[0], e.shape(op.attrs["shape"])], outs[0])
+
+
+@_op("core.expand")
+def _expand(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    e.one("Expand", [ins[0], e.shape(op.attrs["shape"])], outs[0])
+
+
+@_op("core.permute")
+def _permute(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    e.one("Transpose", ins, outs[0], perm=list(op.attrs["perm"]))
+
+
+@_op("core.slice")
+def _slice(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    a = op.attrs
+    end = a["end"]
+    end_t = e.dim(I64_MAX if isinstance(end, int) and end >= 2**31 else end)
+    args = [ins[0], e.dim(a["start"]), end_t, e.const(np.asarray([a["axis"]], np.int64)),
+            e.const(np.asarray([a["step"]], np.int64))]
+    e.one("Slice", args, outs[0])
+
+
+@_op("core.concat")
+def _concat(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    e.one("Concat", ins, outs[0], axis=op.attrs["axis"])
+
+
+@_op("core.split")
+def _split(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    e.node("Split", [ins[0], e.shape(op.attrs["sizes"])], outs, axis=op.attrs["axis"])
+
+
+@_op("core.gather")
+def _gather(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    e.one("Gather", ins, outs[0], axis=op.attrs["axis"])
+
+
+@_op("core.index")
+def _index(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    # x[i] on one axis with integer indices is Gather; more index tensors or bool masks are not lowered
+    if len(ins) != 2 or not op.operands[1].type.dtype.is_int:
+        raise ExportError("no ONNX lowering for advanced indexing with several or boolean index tensors", op)
+    e.one("Gather", ins, outs[0], axis=op.attrs["axes"][0])
+
+
+_REDUCE = {"sum": "ReduceSum", "mean": "ReduceMean", "max": "ReduceMax", "min": "ReduceMin",
+           "prod": "ReduceProd"}
+
+
+def _reduce_lowering(kind: str) -> Lowering:
+    def lower(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+        axes, keep = op.attrs["axes"], op.attrs["keepdim"]
+        if kind in ("any", "all"):
+            # any/all over bools: max/min over 0/1 integers
+            x = e.one("Cast", ins, to=onnx_dtype(DType.i32))
+            r = e.reduce("ReduceMax" if kind == "any" else "ReduceMin", x, axes, keep)
+            e.one("Cast", [r], outs[0], to=onnx_dtype(DType.bool))
+            return
+        e.reduce(_REDUCE[kind], ins[0], axes, keep, outs[0])
+
+    return lower
+
+
+for _kind in ("sum", "mean", "max", "min", "prod", "any", "all"):
+    LOWERINGS[f"core.reduce_{_kind}"] = _reduce_lowering(_kind)
+
+
+@_op("core.argmax")
+def _argmax(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    e.one("ArgMax", ins, outs[0], axis=op.attrs["axis"], keepdims=int(op.attrs["keepdim"]))
+
+
+@_op("core.cumsum")
+def _cumsum(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    e.one("CumSum", [ins[0], e.const(np.asarray(op.attrs["axis"], np.int64))], outs[0])
+
+
+@_op("core.arange")
+def _arange(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    a = op.attrs
+    args = [e.scalar_dim(a["start"]), e.scalar_dim(a["end"]), e.const(np.asarray(a["step"], np.int64))]
+    if a["dtype"] is DType.i64:
+        e.one("Range", args, outs[0])
+        return
+    e.one("Cast", [e.one("Range", args)], outs[0], to=onnx_dtype(a["dtype"]))
+
+
+@_op("core.full")
+def _full(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    from onnx import numpy_helper
+
+    a = op.attrs
+    dt: DType = a["dtype"]
+    value = np.asarray(a["value"]).astype(dt.to_numpy()).reshape(1)
+    e.one("ConstantOfShape", [e.shape(a["shape"])], outs[0], value=numpy_helper.from_array(value))
+
+
+@_op("core.triangle")
+def _triangle(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    k = e.const(np.asarray(op.attrs["diagonal"], np.int64))
+    e.one("Trilu", [ins[0], k], outs[0], upper=int(op.attrs["upper"]))
