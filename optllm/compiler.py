@@ -89,6 +89,13 @@ class CompiledModel:
         atomic_write(folder / META_FILE, json.dumps(meta, indent=2, default=str) + "\n")
         return folder
 
+    def export_onnx(self, path: str | os.PathLike[str], *, opset: int = 17) -> Path:
+        """Write the optimized module as standard ONNX (fused ops as ``optllm`` local functions,
+        large weights in ``<stem>.data`` beside it); see ``optllm.backends.onnx_export``."""
+        from optllm.backends.onnx_export import export_onnx
+
+        return export_onnx(self.module, path, opset=opset)
+
     def __repr__(self) -> str:
         n = self.stats.get("nodes", {})
         return (f"CompiledModel(target={self.target.name!r}, nodes {n.get('before')} -> {n.get('after')}, "

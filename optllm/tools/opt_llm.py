@@ -4,6 +4,7 @@
     opt-llm import MODEL -o out.oir [--attn eager|sdpa] [--static]
     opt-llm run IN.oir [--inputs random|FILE.npz] [--dims B=1,S=128] [-o out.npz]
     opt-llm stats IN.oir [--json] [--dims B=1,S=128]
+    opt-llm export IN.oir -o out.onnx [--opset 17]
     opt-llm --list-passes | --version
 
 User errors (bad input, unknown pass, ...) print one paragraph on stderr and exit with 2; a
@@ -17,7 +18,7 @@ import argparse
 import sys
 from typing import Any
 
-VERBS = ("import", "run", "stats")
+VERBS = ("import", "run", "stats", "export")
 DEFAULT_DIM = 8  # value of a symbolic dim that --dims does not bind
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -42,6 +43,7 @@ def _opt_parser() -> argparse.ArgumentParser:
                "  opt-llm import MODEL -o OUT.oir      import a PyTorch model\n"
                "  opt-llm run IN.oir --inputs random   run with the reference executor\n"
                "  opt-llm stats IN.oir [--json]        op histogram, nodes, launches, params, flops\n"
+               "  opt-llm export IN.oir -o OUT.onnx    write standard ONNX (fused ops as functions)\n"
                "(opt-llm COMMAND --help for their options)")
     p.add_argument("input", nargs="?", default="-", help="input .oir file ('-' for stdin, the default)")
     p.add_argument("-p", "--passes", default="", metavar="PIPELINE",
@@ -89,7 +91,13 @@ def _verb_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print JSON for scripts")
     stats.add_argument("--dims", default="", metavar="B=1,S=128",
                        help=f"values of symbolic dims for flops (unbound ones: {DEFAULT_DIM})")
-    for sp in (imp, run, stats):
+    exp = sub.add_parser("export", help="export a module to standard ONNX (+ OUT.data for large weights)")
+    exp.add_argument("input", metavar="IN.oir")
+    exp.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    exp.add_argument("--opset", type=int, default=17, help="ONNX opset of the default domain (17 or newer)")
+    exp.add_argument("--external-data-threshold", type=int, default=1024, metavar="BYTES",
+                     help="initializers of at least this many bytes go to OUT.data (default 1024)")
+    for sp in (imp, run, stats, exp):
         _common(sp)
     return p
 
@@ -410,6 +418,16 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export ----------------------------------------------------------------------------------------------
+def _export(args: argparse.Namespace) -> int:
+    from optllm.backends.onnx_export import export_onnx
+
+    module = _load(args.input)
+    path = export_onnx(module, args.output, opset=args.opset, external_data_threshold=args.external_data_threshold)
+    print(f"exported @{module.main.name} -> {path}")
+    return 0
+
+
 # -- entry point -------------------------------------------------------------------------------------------
 def _dispatch(argv: list[str]) -> int:
     argv = [a for a in argv if a != "--debug"]  # main() handles it, wherever it stands
@@ -417,7 +435,7 @@ def _dispatch(argv: list[str]) -> int:
     if first in VERBS:
         args = _verb_parser().parse_args(argv)
         _load_plugins(args.load_pass_plugin)
-        return {"import": _import, "run": _run, "stats": _stats}[args.verb](args)
+        return {"import": _import, "run": _run, "stats": _stats, "export": _export}[args.verb](args)
     return _optimize(_opt_parser().parse_args(argv))
 
 
