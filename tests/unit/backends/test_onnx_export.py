@@ -279,3 +279,17 @@ def test_old_opset_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="opset 17"):
         export_onnx(module, tmp_path / "old.onnx", opset=13)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compiled_model_export_onnx(tmp_path: Path) -> None:
+    import optllm
+
+    text = _func("f", "%x: f32[B,S]", "f32[B,S]", """    %0 = core.exp %x : f32[B,S]
+    %1 = core.exp %x : f32[B,S]
+    %2 = core.add %0, %1 : f32[B,S]
+    return %2""")
+    cm = optllm.compile(parse_module(text))
+    path = cm.export_onnx(tmp_path / "cm.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], cm(x), rtol=RTOL, atol=ATOL)
