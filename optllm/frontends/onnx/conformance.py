@@ -102,7 +102,9 @@ def _is_plain(x: Any) -> bool:
 def _normalize(x: Any) -> Any:
     from onnx import TensorProto, numpy_helper
 
-    return numpy_helper.to_array(x) if isinstance(x, TensorProto) else x
+    if isinstance(x, TensorProto):
+        return numpy_helper.to_array(x)
+    return np.asarray(x) if isinstance(x, np.generic) else x
 
 
 def compare(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], rtol: float, atol: float) -> str | None:
@@ -125,7 +127,7 @@ def compare(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], rtol: float, a
         ok = np.isclose(a, b, rtol=tol, atol=atol, equal_nan=True)
         if not ok.all():
             err = np.abs(a - b)[~ok]
-            return f"output {i}: max abs err {np.nanmax(err) if err.size else float('nan'):.3g} " \
+            return f"output {i}: max abs err {np.nanmax(err) if np.isfinite(err).any() else float('nan'):.3g} " \
                    f"({int((~ok).sum())}/{o.size} off)"
     return None
 
@@ -160,5 +162,5 @@ def run_case(case: Any, timeout: float = 30.0) -> CaseResult:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
+    text = " ".join(str(e).replace("<ModelProto>: ", "").split())
+    return text[:240] if text else type(e).__name__

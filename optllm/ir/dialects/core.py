@@ -664,3 +664,16 @@ class Triangle(OpDef):
 
 
 __all__ = ["AttrSpec", "SymExpr", "sym_max"]
+
+
+# -- more elementwise math (ONNX: no exact composition of the ops above) ---------------------------
+_unary("core.tan", np.tan, "``%1 = core.tan %0 : f32[N]`` — tan x.")
+_unary("core.asin", np.arcsin, "``%1 = core.asin %0 : f32[N]`` — arcsin x.")
+_unary("core.acos", np.arccos, "``%1 = core.acos %0 : f32[N]`` — arccos x.")
+_unary("core.atan", np.arctan, "``%1 = core.atan %0 : f32[N]`` — arctan x.")
+_unary("core.sinh", np.sinh, "``%1 = core.sinh %0 : f32[N]`` — sinh x.")
+_unary("core.cosh", np.cosh, "``%1 = core.cosh %0 : f32[N]`` — cosh x.")
+_unary("core.asinh", np.arcsinh, "``%1 = core.asinh %0 : f32[N]`` — arsinh x.")
+_unary("core.acosh", np.arccosh, "``%1 = core.acosh %0 : f32[N]`` — arcosh x.")
+_unary("core.atanh", np.arctanh, "``%1 = core.atanh %0 : f32[N]`` — artanh x.")
+_unary("core.round", np.round, "``%1 = core.round %0 : f32[N]`` — round half to even.")

@@ -1,0 +1,103 @@
+"""ONNX comparisons, logical and bitwise ops, Where, IsNaN and IsInf.
+
+Comparisons and Where map one to one onto ``core``; bitwise or/xor/not are exact integer
+identities over ``core.bitand``, add and sub (two's complement wraps like C).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from optllm.frontends.fx import FrontendError
+from optllm.frontends.onnx.context import ConvertContext
+from optllm.frontends.onnx.ops_math import like, onnx_op
+from optllm.frontends.onnx.registry import OnnxConverter
+from optllm.ir import DType, Value
+
+Node = Any
+Out = list[Value | None]
+
+
+def _binary(ir_name: str) -> OnnxConverter:
+    def convert(ctx: ConvertContext, node: Node) -> Out:
+        x, y = ctx.need(node, 0), ctx.need(node, 1)
+        if x.type.dtype != y.type.dtype:
+            raise FrontendError(f"{node.op_type} operands differ in type: {x.type} and {y.type}")
+        return [ctx.op(ir_name, x, y)]
+
+    return convert
+
+
+for _onnx_name, _ir_name in {
+    "Equal": "core.eq", "Less": "core.lt", "LessOrEqual": "core.le", "Greater": "core.gt",
+    "GreaterOrEqual": "core.ge", "And": "core.and", "Or": "core.or", "Xor": "core.xor",
+    "BitwiseAnd": "core.bitand",
+}.items():
+    onnx_op(_onnx_name)(_binary(_ir_name))
+
+
+@onnx_op("Not")
+def _not(ctx: ConvertContext, node: Node) -> Out:
+    return [ctx.op("core.not", ctx.need(node, 0))]
+
+
+@onnx_op("Where")
+def _where(ctx: ConvertContext, node: Node) -> Out:
+    c, x, y = ctx.need(node, 0), ctx.need(node, 1), ctx.need(node, 2)
+    return [ctx.op("core.where", c, x, y)]
+
+
+def _int_operands(ctx: ConvertContext, node: Node) -> tuple[Value, Value]:
+    x, y = ctx.need(node, 0), ctx.need(node, 1)
+    if not x.type.dtype.is_int or x.type.dtype != y.type.dtype:
+        raise FrontendError(f"{node.op_type} needs two integer operands of one type, got {x.type} and {y.type}")
+    return x, y
+
+
+@onnx_op("BitwiseOr")
+def _bitor(ctx: ConvertContext, node: Node) -> Out:
+    # x | y = x + y - (x & y)
+    x, y = _int_operands(ctx, node)
+    return [ctx.op("core.sub", ctx.op("core.add", x, y), ctx.op("core.bitand", x, y))]
+
+
+@onnx_op("BitwiseXor")
+def _bitxor(ctx: ConvertContext, node: Node) -> Out:
+    # x ^ y = x + y - 2 (x & y)
+    x, y = _int_operands(ctx, node)
+    both = ctx.op("core.bitand", x, y)
+    return [ctx.op("core.sub", ctx.op("core.add", x, y), ctx.op("core.add", both, both))]
+
+
+@onnx_op("BitwiseNot")
+def _bitnot(ctx: ConvertContext, node: Node) -> Out:
+    # ~x = -1 - x (two's complement; all ones - x for unsigned)
+    x = ctx.need(node, 0)
+    if not x.type.dtype.is_int:
+        raise FrontendError(f"BitwiseNot needs an integer operand, got {x.type}")
+    ones = -1 if x.type.dtype is not DType.u8 else 255
+    return [ctx.op("core.sub", like(ctx, ones, x), x)]
+
+
+@onnx_op("IsNaN")
+def _isnan(ctx: ConvertContext, node: Node) -> Out:
+    # x != x
+    x = ctx.need(node, 0)
+    return [ctx.op("core.ne", x, x)]
+
+
+@onnx_op("IsInf")
+def _isinf(ctx: ConvertContext, node: Node) -> Out:
+    # (detect_positive and x == inf) or (detect_negative and x == -inf)
+    x = ctx.need(node, 0)
+    pos, neg = ctx.attr(node, "detect_positive", 1), ctx.attr(node, "detect_negative", 1)
+    tests = []
+    if pos:
+        tests.append(ctx.op("core.eq", x, like(ctx, np.inf, x)))
+    if neg:
+        tests.append(ctx.op("core.eq", x, like(ctx, -np.inf, x)))
+    if not tests:
+        return [ctx.op("core.full", shape=list(x.type.shape), value=0.0, dtype=DType.bool)]
+    return [tests[0] if len(tests) == 1 else ctx.op("core.or", tests[0], tests[1])]
