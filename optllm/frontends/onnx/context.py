@@ -135,8 +135,8 @@ class ConvertContext:
             v = self.builder.create("core.weight", [], {"name": stored}, loc=self.loc,
                                     result_types=[ttype]).result
         self._consts[v] = a
-        if a.ndim == 1 and a.dtype.kind in "iu":
-            self._shapes[v] = [int(d) for d in a]
+        if a.ndim <= 1 and a.dtype.kind in "iu":
+            self._shapes[v] = [int(d) for d in a.reshape(-1)]
         return v
 
     def weight(self, name: str, ttype: TensorType, loc: str) -> Value:
@@ -161,11 +161,17 @@ class ConvertContext:
                 return pick
         return dts[0]
 
-    def shape_tensor(self, dims: Sequence[Dim]) -> Value:
-        """A 1-D i64 value holding ``dims`` (symbolic ones built from ``core.arange``)."""
+    def shape_tensor(self, dims: Sequence[Dim], scalar: bool = False) -> Value:
+        """A 1-D i64 value holding ``dims`` (symbolic ones built from ``core.arange``);
+        ``scalar``: a 0-D value holding the one dim."""
         dims = [d if isinstance(d, SymExpr) else int(d) for d in dims]
         if all(isinstance(d, int) for d in dims):
-            return self.constant(np.asarray(dims, dtype=np.int64).reshape(len(dims)))
+            arr = np.asarray(dims, dtype=np.int64)
+            return self.constant(arr.reshape(()) if scalar else arr)
+        if scalar:
+            v = self.builder.op("core.reshape", self.shape_tensor(dims), shape=[], loc=self.loc)
+            self._shapes[v] = list(dims)
+            return v
         parts = []
         for d in dims:
             if isinstance(d, SymExpr):

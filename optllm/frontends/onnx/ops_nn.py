@@ -1,3 +1,99 @@
-"""ONNX converters (ops_nn)."""
+"""ONNX converters for the neural-network ops transformer exports use: MatMul, Gemm,
+Softmax, LayerNormalization, reductions and GELU-family activations."""
 
 from __future__ import annotations
+
+from typing import Any
+
+from optllm.frontends.fx import FrontendError
+from optllm.frontends.onnx.context import ConvertContext
+from optllm.frontends.onnx.dims import norm_axis
+from optllm.frontends.onnx.registry import converter
+from optllm.ir import Value
+
+Node = Any
+Out = list[Value | None]
+
+
+@converter("MatMul", since=13)
+def _matmul(ctx: ConvertContext, node: Node) -> Out:
+    a, b = ctx.need(node, 0), ctx.need(node, 1)
+    return [ctx.op("core.matmul", a, b)]
+
+
+@converter("Gemm", since=13)
+def _gemm(ctx: ConvertContext, node: Node) -> Out:
+    a, b, c = ctx.need(node, 0), ctx.need(node, 1), ctx.input(node, 2)
+    alpha, beta = ctx.attr(node, "alpha", 1.0), ctx.attr(node, "beta", 1.0)
+    if ctx.attr(node, "transA", 0):
+        a = ctx.op("core.permute", a, perm=[1, 0])
+    trans_b = bool(ctx.attr(node, "transB", 0))
+    dtype = a.type.dtype
+    if alpha != 1.0:
+        a = ctx.op("core.mul", a, ctx.scalar(alpha, dtype))
+    if c is not None and beta != 1.0:
+        c = ctx.op("core.mul", c, ctx.scalar(beta, dtype))
+    if c is not None and c.type.rank == 1:
+        return [ctx.op("nn.linear", a, b, c, transpose_w=trans_b, bias=True)]
+    y = ctx.op("nn.linear", a, b, transpose_w=trans_b)
+    return [y if c is None else ctx.op("core.add", y, c)]
+
+
+@converter("Softmax", since=13)
+def _softmax(ctx: ConvertContext, node: Node) -> Out:
+    return [ctx.op("nn.softmax", ctx.need(node, 0), axis=ctx.attr(node, "axis", -1))]
+
+
+@converter("LogSoftmax", since=13)
+def _log_softmax(ctx: ConvertContext, node: Node) -> Out:
+    return [ctx.op("nn.softmax", ctx.need(node, 0), axis=ctx.attr(node, "axis", -1), log=True)]
+
+
+@converter("LayerNormalization", since=17)
+def _layer_norm(ctx: ConvertContext, node: Node) -> Out:
+    x, w, b = ctx.need(node, 0), ctx.input(node, 1), ctx.input(node, 2)
+    if len([o for o in node.output if o]) > 1:
+        raise FrontendError("only the first output (Y) of LayerNormalization is supported")
+    axis = norm_axis(ctx.attr(node, "axis", -1), x.type.rank)
+    if ctx.attr(node, "stash_type", 1) != 1:
+        raise FrontendError("LayerNormalization with stash_type other than float is not supported")
+    operands = [x] + ([w] if w is not None else []) + ([b] if b is not None and w is not None else [])
+    y = ctx.op("nn.layer_norm", *operands, eps=ctx.attr(node, "epsilon", 1e-5), ndim=x.type.rank - axis)
+    if b is not None and w is None:
+        y = ctx.op("core.add", y, b)
+    return [y]
+
+
+@converter("Gelu", since=20)
+def _gelu(ctx: ConvertContext, node: Node) -> Out:
+    return [ctx.op("nn.gelu", ctx.need(node, 0), approximate=ctx.attr(node, "approximate", "none"))]
+
+
+_REDUCE = {"ReduceMean": "core.reduce_mean", "ReduceSum": "core.reduce_sum", "ReduceMax": "core.reduce_max",
+           "ReduceMin": "core.reduce_min", "ReduceProd": "core.reduce_prod"}
+# the opset from which ``axes`` is an input instead of an attribute
+_AXES_INPUT_SINCE = {"ReduceSum": 13}
+
+
+def _reduce(ctx: ConvertContext, node: Node, name: str) -> Out:
+    x = ctx.need(node, 0)
+    if ctx.opset >= _AXES_INPUT_SINCE.get(node.op_type, 18):
+        axes = ctx.ints(node, 1, "axes")
+    else:
+        attr_axes = ctx.attr(node, "axes", None)
+        axes = None if attr_axes is None else list(attr_axes)
+    keep = bool(ctx.attr(node, "keepdims", 1))
+    if not axes:
+        if ctx.attr(node, "noop_with_empty_axes", 0):
+            return [x]
+        axes = list(range(x.type.rank))
+    norm = sorted({norm_axis(a, x.type.rank) for a in axes})
+    return [ctx.op(name, x, axes=norm, keepdim=keep)]
+
+
+def _register_reductions() -> None:
+    for op_type, name in _REDUCE.items():
+        converter(op_type, since=13)(lambda ctx, node, _n=name: _reduce(ctx, node, _n))
+
+
+_register_reductions()
