@@ -119,7 +119,17 @@ def _concat(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
 
 @_op("core.split")
 def _split(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
-    e.node("Split", [ins[0], e.shape(op.attrs["sizes"])], outs, axis=op.attrs["axis"])
+    sizes = op.attrs["sizes"]
+    if all(isinstance(d, int) for d in sizes):
+        e.node("Split", [ins[0], e.shape(sizes)], outs, axis=op.attrs["axis"])
+        return
+    # symbolic sizes: one Slice per piece, so importers and engines see static split points
+    axis, step = e.const(np.asarray([op.attrs["axis"]], np.int64)), e.const(np.asarray([1], np.int64))
+    start: Any = 0
+    for size, out in zip(sizes, outs):
+        end = start + size
+        e.one("Slice", [ins[0], e.dim(start), e.dim(end), axis, step], out)
+        start = end
 
 
 @_op("core.gather")
