@@ -109,7 +109,7 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def _import(model: Any, example_inputs: Any, dynamic: Any) -> tuple[Module, Any]:
-    """Pick the frontend for ``model``: an IR module, an ``.oir`` path, or a torch module."""
+    """Pick the frontend for ``model``: an IR module, an ``.oir`` or ``.onnx`` path, or a torch module."""
     if isinstance(model, Module):
         return model, None
     if isinstance(model, (str, os.PathLike)):
@@ -117,8 +117,12 @@ def _import(model: Any, example_inputs: Any, dynamic: Any) -> tuple[Module, Any]
         if p.suffix == ".oir":
             return load_module(p), None
         if p.suffix == ".onnx":
-            raise CompileError(f"cannot compile '{p}': the ONNX frontend is not implemented yet (issue #4)")
-        raise CompileError(f"cannot compile '{p}': expected a .oir file, a torch.nn.Module or an optllm Module")
+            from optllm.frontends.onnx import import_onnx
+
+            onnx_imported = import_onnx(p)  # inputs by ONNX input name, outputs a dict by output name
+            return onnx_imported.module, onnx_imported.signature
+        raise CompileError(f"cannot compile '{p}': expected a .oir or .onnx file, a torch.nn.Module or an "
+                           "optllm Module")
     try:
         import torch
     except ImportError:
@@ -137,8 +141,9 @@ def compile(model: Any, example_inputs: Any = (), *, target: str = "reference", 
     """Import ``model``, optimize it with the pipeline ``passes`` and build it for ``target``.
 
     Args:
-        model: a ``torch.nn.Module`` (imported through torch.export), an optllm ``Module`` or a
-            path to a ``.oir`` file.
+        model: a ``torch.nn.Module`` (imported through torch.export), an optllm ``Module``, a
+            path to a ``.oir`` file or to an ``.onnx`` model (called with inputs by ONNX input
+            name, returning a dict by ONNX output name).
         example_inputs: a tuple of positional tensors or a dict of keyword tensors (torch models).
         target: one of ``optllm.backends.TARGETS``; unknown or unimplemented targets raise.
         passes: a pipeline in text form (``"dce,cse"``) or a named one (``default``, ``O0``).

@@ -72,9 +72,9 @@ def _opt_parser() -> argparse.ArgumentParser:
 def _verb_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="opt-llm")
     sub = p.add_subparsers(dest="verb", required=True)
-    imp = sub.add_parser("import", help="import a PyTorch model to .oir + .safetensors")
-    imp.add_argument("model", help="minilm, gpt2, llama-tiny, bert-base, or package.module:function "
-                                   "returning (model, example_inputs)")
+    imp = sub.add_parser("import", help="import a PyTorch or ONNX model to .oir + .safetensors")
+    imp.add_argument("model", help="a .onnx file, minilm, gpt2, llama-tiny, bert-base, or "
+                                   "package.module:function returning (model, example_inputs)")
     imp.add_argument("-o", "--output", required=True, metavar="OUT.oir")
     imp.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa", help="attention implementation")
     imp.add_argument("--static", action="store_true", help="keep every dim static (no B, S symbols)")
@@ -240,8 +240,13 @@ def _import(args: argparse.Namespace) -> int:
     from optllm.ir.graph import graph_stats
     from optllm.ir.io import save_module
 
-    model, example = zoo.load_model(args.model, attn_implementation=args.attn)
-    imported = fx.import_torch(model, example, dynamic=None if args.static else "auto")
+    if args.model.endswith(".onnx"):
+        from optllm.frontends.onnx import import_onnx
+
+        imported = import_onnx(args.model)
+    else:
+        model, example = zoo.load_model(args.model, attn_implementation=args.attn)
+        imported = fx.import_torch(model, example, dynamic=None if args.static else "auto")
     save_module(imported.module, args.output)
     g = imported.module.main
     stats = graph_stats(g)

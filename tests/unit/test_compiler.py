@@ -47,8 +47,10 @@ def test_unimplemented_targets_say_so(target: str) -> None:
         optllm.compile(parse_module(TINY), target=target)
 
 
-def test_onnx_input_is_a_clear_error(tmp_path) -> None:
-    with pytest.raises(CompileError, match="ONNX frontend is not implemented"):
+def test_missing_onnx_file_is_a_clear_error(tmp_path) -> None:
+    from optllm.frontends.fx import FrontendError
+
+    with pytest.raises(FrontendError, match=r"m\.onnx: no such ONNX file"):
         optllm.compile(str(tmp_path / "m.onnx"))
 
 

@@ -1,0 +1,190 @@
+"""ONNX frontend: small hand-built models against onnxruntime, shape folding, external data,
+functions, and the errors for unsupported or broken input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from optllm.backends.reference import run_module  # noqa: E402
+from optllm.frontends.onnx import FrontendError, import_onnx  # noqa: E402
+from optllm.ir import verify_module  # noqa: E402
+
+F, I64 = TensorProto.FLOAT, TensorProto.INT64
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17, functions=()):
+    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], functions=list(functions))
+    m.ir_version = 8
+    return m
+
+
+def _ort(model_or_path, feeds):
+    src = model_or_path if isinstance(model_or_path, str) else model_or_path.SerializeToString()
+    return ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def _mlp(w_size=(8, 4)):
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal(w_size).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(w_size[1]).astype(np.float32), "b")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+             helper.make_node("Add", ["h", "b"], ["hb"], name="add"),
+             helper.make_node("Relu", ["hb"], ["y"], name="relu")]
+    x = helper.make_tensor_value_info("x", F, ["batch", "sequence", w_size[0]])
+    y = helper.make_tensor_value_info("y", F, ["batch", "sequence", w_size[1]])
+    return _model(nodes, [x], [y], [w, b])
+
+
+def test_mlp_matches_onnxruntime_with_symbolic_dims() -> None:
+    m = _mlp()
+    imp = import_onnx(m)
+    g = imp.module.main
+    assert str(g.inputs[0].type) == "f32[B,S,8]"
+    assert imp.signature.input_names == ["x"]
+    verify_module(imp.module)
+    assert {op.loc for op in g if op.name not in ("core.weight", "core.constant")} == {"mm", "add", "relu"}
+    for shape in ((2, 3, 8), (1, 5, 8)):
+        x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(run_module(imp.module, [x])[0], _ort(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_shape_arithmetic_becomes_attributes() -> None:
+    # y = Reshape(x, Concat(Shape(x)[0], Shape(x)[1] * Shape(x)[2])): x[B,S,4] -> [B, S*4]
+    c = lambda name, v: helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(v, np.int64)))  # noqa: E731
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             c("i0", 0), c("i1", 1), c("i2", 2), c("ax", [0]),
+             helper.make_node("Gather", ["s", "i0"], ["d0"], name="g0"),
+             helper.make_node("Gather", ["s", "i1"], ["d1"], name="g1"),
+             helper.make_node("Gather", ["s", "i2"], ["d2"], name="g2"),
+             helper.make_node("Mul", ["d1", "d2"], ["d12"], name="mul"),
+             helper.make_node("Unsqueeze", ["d0", "ax"], ["u0"], name="u0"),
+             helper.make_node("Unsqueeze", ["d12", "ax"], ["u1"], name="u1"),
+             helper.make_node("Concat", ["u0", "u1"], ["shp"], axis=0, name="cat"),
+             helper.make_node("Reshape", ["x", "shp"], ["y"], name="reshape")]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, ["B", None, 4])],
+               [helper.make_tensor_value_info("y", F, None)])
+    imp = import_onnx(m)
+    ops = [op.name for op in imp.module.main]
+    assert ops == ["core.reshape"], ops
+    out = imp.module.main.outputs[0].type
+    assert str(out).startswith("f32[B,") and out.rank == 2
+    x = np.ones((2, 3, 4), np.float32)
+    np.testing.assert_allclose(run_module(imp.module, [x])[0], _ort(m, {"x": x})[0])
+
+
+def test_external_data_is_read_lazily(tmp_path: Path) -> None:
+    m = _mlp((64, 32))
+    path = tmp_path / "m.onnx"
+    onnx.save(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="m.data",
+              size_threshold=0)
+    imp = import_onnx(path)
+    table = imp.module.constants
+    assert table._lazy, "external initializers are registered lazily"
+    x = np.random.default_rng(2).standard_normal((2, 3, 64)).astype(np.float32)
+    np.testing.assert_allclose(run_module(imp.module, [x])[0], _ort(str(path), {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_local_functions_are_inlined() -> None:
+    fn = helper.make_function("local", "Double", ["a"], ["b"],
+                              [helper.make_node("Add", ["a", "a"], ["b"])], [helper.make_opsetid("", 17)])
+    nodes = [helper.make_node("Double", ["x"], ["y"], domain="local", name="dbl")]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, ["N"])], [helper.make_tensor_value_info("y", F, ["N"])],
+               functions=[fn])
+    m.opset_import.append(helper.make_opsetid("local", 1))
+    imp = import_onnx(m)
+    x = np.arange(4, dtype=np.float32)
+    np.testing.assert_allclose(run_module(imp.module, [x])[0], 2 * x)
+
+
+def test_unsupported_ops_are_listed_in_one_error() -> None:
+    nodes = [helper.make_node("FancyOp", ["x"], ["a"], name="first", domain="my.domain"),
+             helper.make_node("OtherOp", ["a"], ["y"], name="second", domain="my.domain")]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, [2])], [helper.make_tensor_value_info("y", F, [2])])
+    m.opset_import.append(helper.make_opsetid("my.domain", 1))
+    with pytest.raises(FrontendError) as e:
+        import_onnx(m)
+    msg = str(e.value)
+    assert "'first' (my.domain::FancyOp" in msg and "'second' (my.domain::OtherOp" in msg
+
+
+def test_old_opset_and_bad_dtype_are_errors() -> None:
+    m = _model([helper.make_node("Relu", ["x"], ["y"], name="r")],
+               [helper.make_tensor_value_info("x", TensorProto.COMPLEX64, [2])],
+               [helper.make_tensor_value_info("y", TensorProto.COMPLEX64, [2])], opset=11)
+    with pytest.raises(FrontendError, match=r"opset 11 is not supported(.|\n)*COMPLEX64"):
+        import_onnx(m)
+
+
+# -- bad input (issue 4 item 6) --------------------------------------------------------------------------
+def test_truncated_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.onnx"
+    data = _mlp((64, 32)).SerializeToString()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FrontendError, match=r"bad\.onnx.*(truncated|corrupt)"):
+        import_onnx(path)
+
+
+def test_corrupt_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "junk.onnx"
+    path.write_bytes(b"\xff\xfe not a protobuf at all \x00\x01" * 10)
+    with pytest.raises(FrontendError, match=r"junk\.onnx"):
+        import_onnx(path)
+
+
+def test_missing_external_data_names_file_and_tensor(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    onnx.save(_mlp((64, 32)), str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
+    (tmp_path / "w.bin").unlink()
+    with pytest.raises(FrontendError, match=r"m\.onnx(.|\n)*initializer 'w'(.|\n)*w\.bin.*missing"):
+        import_onnx(path)
+
+
+def test_output_depending_on_missing_input_names_the_node(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Add", ["x", "ghost"], ["y"], name="add_ghost")]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, [2])], [helper.make_tensor_value_info("y", F, [2])])
+    path = tmp_path / "ghost.onnx"
+    onnx.save(m, str(path))
+    with pytest.raises(FrontendError, match=r"ghost\.onnx(.|\n)*node 'add_ghost' \(Add\) reads 'ghost'"):
+        import_onnx(path)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "ghost"])
+def test_cli_import_of_bad_onnx_exits_2_and_writes_nothing(tmp_path: Path, capsys, kind: str) -> None:
+    from optllm.tools.opt_llm import main
+
+    path = tmp_path / "bad.onnx"
+    if kind == "truncated":
+        data = _mlp((64, 32)).SerializeToString()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        nodes = [helper.make_node("Add", ["x", "ghost"], ["y"], name="add_ghost")]
+        onnx.save(_model(nodes, [helper.make_tensor_value_info("x", F, [2])],
+                         [helper.make_tensor_value_info("y", F, [2])]), str(path))
+    out = tmp_path / "x.oir"
+    assert main(["import", str(path), "-o", str(out)]) == 2
+    assert "bad.onnx" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+
+
+def test_cli_import_and_compile_of_onnx(tmp_path: Path) -> None:
+    import optllm
+    from optllm.tools.opt_llm import main
+
+    path = tmp_path / "mlp.onnx"
+    onnx.save(_mlp(), str(path))
+    assert main(["import", str(path), "-o", str(tmp_path / "mlp.oir")]) == 0
+    assert (tmp_path / "mlp.oir").exists()
+    cm = optllm.compile(str(path))
+    x = np.random.default_rng(3).standard_normal((2, 3, 8)).astype(np.float32)
+    out = cm(x=x)
+    assert list(out) == ["y"]
+    np.testing.assert_allclose(out["y"], _ort(str(path), {"x": x})[0], rtol=1e-5, atol=1e-5)
