@@ -135,9 +135,10 @@ def test_views_with_symbolic_shapes(tmp_path: Path) -> None:
     %7 = core.concat %6, %5 {axis = 2} : f32[B,S,6]
     %8 = core.reshape %y {shape = [1,S,1]} : f32[1,S,1]
     %9 = core.expand %8 {shape = [B,S,6]} : f32[B,S,6]
-    return %2, %3, %4, %7, %9"""
-    check(_func("f", "%x: f32[B,S,6], %y: f32[S]", "f32[B*2*S,3], f32[B,S-1,6], f32[B,S,3], f32[B,S,6], f32[B,S,6]",
-                body), tmp_path)
+    %10, %11 = core.split %x {axis = 1, sizes = [1, S-1]} : f32[B,1,6], f32[B,S-1,6]
+    return %2, %3, %4, %7, %9, %10, %11"""
+    check(_func("f", "%x: f32[B,S,6], %y: f32[S]", "f32[B*2*S,3], f32[B,S-1,6], f32[B,S,3], f32[B,S,6], f32[B,S,6], "
+                "f32[B,1,6], f32[B,S-1,6]", body), tmp_path)
 
 
 def test_gather_index_embedding(tmp_path: Path) -> None:
