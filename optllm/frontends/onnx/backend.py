@@ -6,9 +6,12 @@
 
 ONNX node tests feed shape-like tensors (Reshape's ``shape``, Slice's ``starts``) as graph
 inputs, while the IR takes shapes as attributes. When the model does not import with those
-inputs left free, ``run`` re-imports it with the integer inputs bound to the values it was
+inputs left free, ``run`` re-imports it with the integer and bool inputs bound to the values it was
 given (one module per distinct set of integer inputs). The numbers are always computed by
 our reference executor; onnx.reference and onnxruntime are only oracles in the tests.
+
+Ops without a converter whose ONNX schema defines them as a function (Attention,
+GroupNormalization, ...) are imported through that function body (``expand``).
 
 ``CLAIMED_OPS`` lists the op types that pass every node test case of the installed onnx;
 ``tests/unit/frontends/test_onnx_conformance.py`` holds us to it.
@@ -32,12 +35,48 @@ log = logging.getLogger(__name__)
 
 # Op types whose every node test case passes (kept honest by the conformance unit test).
 CLAIMED_OPS: tuple[str, ...] = ()
+# Element kinds of the inputs ``run`` may bind as constants: integers and bools (shapes, axes, masks)
+_BOUND_KINDS = "iub"
 
 
 def _import(model: onnx.ModelProto) -> Module:
+    """Import ``model``; when that fails, retry with nodes expanded into their schema's
+    function body: first the nodes without a converter, then every expandable node."""
     from optllm.frontends.onnx import import_onnx
+    from optllm.frontends.onnx.expand import expand_schema_functions
+    from optllm.frontends.onnx.registry import lookup
 
-    return import_onnx(model).module
+    try:
+        return import_onnx(model).module
+    except FrontendError as first:
+        error = first
+    model = _upgrade_opset(model)
+    for expand_all in (False, True):
+        def keep(node: onnx.NodeProto, opset: int, expand_all: bool = expand_all) -> bool:
+            return not expand_all and lookup(node.op_type, node.domain, opset) is not None
+
+        expanded = expand_schema_functions(model, keep)
+        try:
+            return import_onnx(expanded).module
+        except FrontendError:
+            continue
+    raise error
+
+
+def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` converted to the importer's oldest opset when it is older (else unchanged)."""
+    from onnx import version_converter
+
+    from optllm.frontends.onnx.importer import MIN_OPSET
+
+    version = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    if version >= MIN_OPSET:
+        return model
+    try:
+        return version_converter.convert_version(model, MIN_OPSET)
+    except Exception as e:  # the converter does not handle every op
+        log.debug("cannot convert opset %d to %d: %s", version, MIN_OPSET, e)
+        return model
 
 
 def _bind_int_inputs(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> tuple[onnx.ModelProto, list[int]]:
@@ -54,7 +93,7 @@ def _bind_int_inputs(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> tu
     keep: list[int] = []
     kept_inputs = []
     for pos, (info, x) in enumerate(zip(free, inputs)):
-        if np.asarray(x).dtype.kind in "iu":
+        if np.asarray(x).dtype.kind in _BOUND_KINDS:
             bound.graph.initializer.append(numpy_helper.from_array(np.asarray(x), info.name))
         else:
             keep.append(pos)
@@ -83,17 +122,14 @@ class BackendRep(_OnnxBackendRep):
         return tuple(run_module(module, [arrays[i] for i in keep]))
 
     def _module_for(self, arrays: Sequence[np.ndarray]) -> tuple[Module, list[int]]:
-        key = b"".join(a.tobytes() + str((a.dtype, a.shape)).encode() for a in arrays if a.dtype.kind in "iu")
+        key = b"".join(a.tobytes() + str((a.dtype, a.shape)).encode() for a in arrays if a.dtype.kind in _BOUND_KINDS)
         if key in self._bound:
             return self._bound[key]
         assert self.error is not None
-        if not any(a.dtype.kind in "iu" for a in arrays):
+        if not any(a.dtype.kind in _BOUND_KINDS for a in arrays):
             raise self.error
         bound, keep = _bind_int_inputs(self.model, arrays)
-        try:
-            module = _import(bound)
-        except FrontendError:
-            raise self.error from None
+        module = _import(bound)
         self._bound[key] = (module, keep)
         return module, keep
 

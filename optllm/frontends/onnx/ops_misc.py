@@ -83,8 +83,7 @@ def _pad(ctx: ConvertContext, node: Node) -> Out:
     axes = ctx.ints(node, 3, "axes") if len(node.input) > 3 else None
     axes = [a % rank for a in axes] if axes else list(range(rank))
     mode = ctx.attr(node, "mode", "constant")
-    fill = ctx.const_value(ctx.input(node, 2)) if len(node.input) > 2 else None
-    value = float(np.asarray(fill).reshape(-1)[0]) if fill is not None and np.asarray(fill).size else 0.0
+    fill = ctx.input(node, 2)
     y = x
     for j, ax in enumerate(axes):
         lo, hi = pads[j], pads[j + len(axes)]
@@ -94,7 +93,7 @@ def _pad(ctx: ConvertContext, node: Node) -> Out:
         if not isinstance(n, int):
             raise FrontendError(f"Pad on a symbolic dim ({n})")
         if mode == "constant":
-            y = _pad_constant(ctx, y, ax, lo, hi, value)
+            y = _pad_constant(ctx, y, ax, lo, hi, fill)
         elif mode in ("edge", "reflect", "wrap"):
             y = ctx.op("core.gather", y, ctx.constant(_pad_index(n, lo, hi, mode).astype(np.int64)), axis=ax)
         else:
@@ -102,19 +101,23 @@ def _pad(ctx: ConvertContext, node: Node) -> Out:
     return [y]
 
 
-def _pad_constant(ctx: ConvertContext, y: Value, ax: int, lo: int, hi: int, value: float) -> Value:
-    # negative pads crop; positive pads concatenate a constant block
+def _pad_constant(ctx: ConvertContext, y: Value, ax: int, lo: int, hi: int, fill: Value | None) -> Value:
+    # negative pads crop; positive pads concatenate a block of the fill value
     n = int(y.type.shape[ax])  # type: ignore[arg-type]
     if lo < 0 or hi < 0:
         y = ctx.op("core.slice", y, axis=ax, start=max(-lo, 0), end=n - max(-hi, 0))
         lo, hi = max(lo, 0), max(hi, 0)
+    scalar = like(ctx, 0, y) if fill is None else ctx.op("core.reshape", fill, shape=[1] * y.type.rank)
+    if fill is not None and scalar.type.dtype != y.type.dtype:
+        scalar = ctx.cast(scalar, y.type.dtype)
     parts = []
     for size in (lo, None, hi):
         if size is None:
             parts.append(y)
         elif size > 0:
             shape = [size if i == ax else d for i, d in enumerate(y.type.shape)]
-            parts.append(ctx.op("core.full", shape=shape, value=value, dtype=y.type.dtype))
+            block = ctx.op("core.reshape", scalar, shape=[1] * y.type.rank) if scalar.type.rank == 0 else scalar
+            parts.append(ctx.op("core.expand", block, shape=shape))
     return parts[0] if len(parts) == 1 else ctx.op("core.concat", *parts, axis=ax)
 
 
@@ -223,7 +226,8 @@ def _space_to_depth(ctx: ConvertContext, node: Node) -> Out:
     x = ctx.need(node, 0)
     b, c, h, w = static_shape(x, "SpaceToDepth")
     s = int(ctx.attr(node, "blocksize"))
-    return [_space_perm(ctx, x, [b, c, h // s, s, w // s, s], [0, 3, 5, 1, 2, 4], [b, c * s * s, h // s, w // s])]
+    perm = [0, 3, 5, 1, 2, 4] if ctx.attr(node, "mode", "DCR") == "DCR" else [0, 1, 3, 5, 2, 4]
+    return [_space_perm(ctx, x, [b, c, h // s, s, w // s, s], perm, [b, c * s * s, h // s, w // s])]
 
 
 def _global_pool(ir_name: str) -> Any:
@@ -250,7 +254,10 @@ def _lp_norm(ctx: ConvertContext, node: Node) -> Out:
         norm = ctx.op("core.sqrt", ctx.op("core.reduce_sum", ctx.op("core.mul", x, x), axes=[axis], keepdim=True))
     else:
         raise FrontendError(f"LpNormalization p={p} is not supported")
-    return [ctx.op("core.div", x, norm)]
+    # a zero norm gives 0, not NaN
+    zero = like(ctx, 0, x)
+    safe = ctx.op("core.where", ctx.op("core.eq", norm, zero), like(ctx, 1, x), norm)
+    return [ctx.op("core.where", ctx.op("core.eq", norm, zero), zero, ctx.op("core.div", x, safe))]
 
 
 @onnx_op("MeanVarianceNormalization")
@@ -307,3 +314,86 @@ def _compress(ctx: ConvertContext, node: Node) -> Out:
         axis = 0
     idx = np.nonzero(cond.reshape(-1))[0].astype(np.int64)
     return [ctx.op("core.gather", x, ctx.constant(idx), axis=int(axis))]
+
+
+@onnx_op("RMSNormalization", since=23)
+def _rms_norm(ctx: ConvertContext, node: Node) -> Out:
+    # x / sqrt(mean(x^2 over dims >= axis) + eps) * scale, computed in stash_type (f32)
+    x, scale = float_input(ctx, node), ctx.need(node, 1)
+    axis = int(ctx.attr(node, "axis", -1)) % x.type.rank
+    stash = onnx_dtype(int(ctx.attr(node, "stash_type", 1)), "stash_type")
+    xs = ctx.cast(x, stash)
+    axes = list(range(axis, x.type.rank))
+    ms = ctx.op("core.reduce_mean", ctx.op("core.mul", xs, xs), axes=axes, keepdim=True)
+    inv = ctx.op("core.rsqrt", ctx.op("core.add", ms, like(ctx, ctx.attr(node, "epsilon", 1e-5), xs)))
+    y = ctx.cast(ctx.op("core.mul", xs, inv), x.type.dtype)
+    return [ctx.op("core.mul", y, ctx.cast(scale, x.type.dtype))]
+
+
+@onnx_op("Dropout", since=12)
+def _dropout(ctx: ConvertContext, node: Node) -> Out:
+    # inference (or ratio 0): y = x, mask = all true
+    x = ctx.need(node, 0)
+    training = ctx.const_value(ctx.input(node, 2))
+    ratio = ctx.const_value(ctx.input(node, 1))
+    if training is not None and bool(np.asarray(training).reshape(-1)[0]) and \
+            (ratio is None or float(np.asarray(ratio).reshape(-1)[0]) != 0.0):
+        raise FrontendError("Dropout in training mode is random; not supported")
+    if ctx.input(node, 2) is not None and training is None:
+        raise FrontendError("Dropout training_mode must be known at import time")
+    y = ctx.op("core.reshape", x, shape=list(x.type.shape))
+    mask = ctx.op("core.full", shape=list(x.type.shape), value=1.0, dtype=DType.bool)
+    outs: Out = [y, mask]
+    return outs[: max(len(node.output), 1)]
+
+
+# -- losses ---------------------------------------------------------------------------------------
+def _nll(ctx: ConvertContext, node: Node, logp: Value, target: Value, weight: Value | None) -> Value:
+    """NLL of log-probabilities ``logp[N,C,...]`` at ``target[N,...]`` with class weights.
+
+    picked = sum_c (c == target) * logp; w = weight[target] (0 where target == ignore_index);
+    loss = -picked * w, then none / sum / mean (sum of loss over sum of w).
+    """
+    rank, c = logp.type.rank, logp.type.shape[1]
+    if not isinstance(c, int):
+        raise FrontendError(f"the class dim must be static, got {logp.type}")
+    classes = ctx.constant(np.arange(c, dtype=np.int64).reshape([c if i == 1 else 1 for i in range(rank)]))
+    tgt = ctx.cast(target, DType.i64)
+    t_shape = list(tgt.type.shape)
+    hot = ctx.op("core.eq", ctx.op("core.reshape", tgt, shape=t_shape[:1] + [1] + t_shape[1:]), classes)
+    zero = like(ctx, 0, logp)
+    picked = ctx.op("core.reduce_sum", ctx.op("core.where", hot, logp, zero), axes=[1])
+    if weight is None:
+        w = ctx.op("core.cast", ctx.op("core.reduce_any", hot, axes=[1]), dtype=logp.type.dtype)
+    else:
+        wb = ctx.op("core.reshape", ctx.cast(weight, logp.type.dtype), shape=[c if i == 1 else 1 for i in range(rank)])
+        w = ctx.op("core.reduce_sum", ctx.op("core.where", hot, wb, zero), axes=[1])
+    ignore = ctx.attr(node, "ignore_index", None)
+    if ignore is not None:
+        keep = ctx.op("core.ne", tgt, like(ctx, int(ignore), tgt))
+        w = ctx.op("core.where", keep, w, zero)
+    loss = ctx.op("core.neg", ctx.op("core.mul", picked, w))
+    reduction = ctx.attr(node, "reduction", "mean")
+    if reduction == "none":
+        return loss
+    axes = list(range(loss.type.rank))
+    total = ctx.op("core.reduce_sum", loss, axes=axes)
+    if reduction == "sum":
+        return total
+    return ctx.op("core.div", total, ctx.op("core.reduce_sum", w, axes=axes))
+
+
+@onnx_op("NegativeLogLikelihoodLoss", since=13)
+def _nll_loss(ctx: ConvertContext, node: Node) -> Out:
+    logp = float_input(ctx, node)
+    return [_nll(ctx, node, logp, ctx.need(node, 1), ctx.input(node, 2))]
+
+
+@onnx_op("SoftmaxCrossEntropyLoss", since=13)
+def _softmax_cross_entropy(ctx: ConvertContext, node: Node) -> Out:
+    # NLL(log_softmax(scores, axis=1), labels)
+    scores = float_input(ctx, node)
+    logp = ctx.op("nn.softmax", scores, axis=1, log=True)
+    loss = _nll(ctx, node, logp, ctx.need(node, 1), ctx.input(node, 2))
+    outs: Out = [loss, logp]
+    return outs[: max(len(node.output), 1)]
