@@ -30,6 +30,7 @@ from optllm.ir.symbolic import Dim, SymExpr
 log = logging.getLogger(__name__)
 
 MIN_OPSET = 13
+_HOLD_BYTES = 4096  # initializers larger than this are read lazily and skipped by shape inference
 _SYMBOLS = {"batch": "B", "batch_size": "B", "b": "B", "n": "B",
             "sequence": "S", "seq": "S", "seq_len": "S", "sequence_length": "S", "s": "S", "seqlen": "S"}
 
@@ -99,6 +100,9 @@ def _check_model(proto: Any, source: str, base_dir: Path | None) -> int:
             f = base_dir / info["location"]
             if not f.is_file():
                 problems.append(f"initializer '{t.name}': external data file '{f}' is missing")
+            elif _external_end(t) > f.stat().st_size:
+                problems.append(f"initializer '{t.name}': external data file '{f}' is truncated "
+                                f"({f.stat().st_size} bytes, the tensor ends at byte {_external_end(t)})")
     for vi in list(g.input) + list(g.output):
         tt = vi.type.tensor_type
         if vi.type.HasField("tensor_type") and tt.elem_type not in ONNX_DTYPES:
@@ -138,10 +142,19 @@ def _prepare(proto: Any) -> Any:
         from onnx import inliner
 
         proto = inliner.inline_local_functions(proto)
+    # Inference serializes the model: hold the large initializers' bytes aside meanwhile.
+    held = [(t, t.raw_data) for t in proto.graph.initializer if len(t.raw_data) > _HOLD_BYTES]
+    for t, _ in held:
+        t.ClearField("raw_data")
     try:
-        proto = onnx.shape_inference.infer_shapes(proto)
+        inferred = onnx.shape_inference.infer_shapes(proto)
+        proto.graph.ClearField("value_info")
+        proto.graph.value_info.extend(inferred.graph.value_info)
     except Exception as e:  # inference is only used to check converted types
         log.info("ONNX shape inference failed (%s); converting without it", e)
+    finally:
+        for t, raw in held:
+            t.raw_data = raw
     return proto
 
 
@@ -154,6 +167,13 @@ def _is_external(t: Any) -> bool:
 
 def _external_info(t: Any) -> dict[str, str]:
     return {e.key: e.value for e in t.external_data}
+
+
+def _external_end(t: Any) -> int:
+    info = _external_info(t)
+    count = int(np.prod([int(d) for d in t.dims])) if t.dims else 1
+    size = count * ONNX_DTYPES[t.data_type].to_numpy().itemsize
+    return int(info.get("offset", 0)) + int(info.get("length", size))
 
 
 def _external_loader(t: Any, base_dir: Path, source: str) -> Any:
@@ -180,6 +200,10 @@ def _external_loader(t: Any, base_dir: Path, source: str) -> Any:
         return arr.astype(np_dtype, copy=True)
 
     return load
+
+
+def _proto_loader(t: Any) -> Any:
+    return lambda: _initializer_array(t)
 
 
 def _initializer_array(t: Any) -> np.ndarray:
@@ -288,8 +312,12 @@ def _register_initializers(ctx: ConvertContext, g: Any, base_dir: Path | None, s
             ctx.module.constants.add_lazy(key, ttype, _external_loader(t, base_dir, source))
             pending[t.name] = _weight_maker(ctx, key, ttype, t.name)
             continue
-        arr = _initializer_array(t)
-        pending[t.name] = _const_maker(ctx, arr, t.name)
+        if len(t.raw_data) > _HOLD_BYTES:
+            key = _unique_name(ctx.module, t.name)
+            ctx.module.constants.add_lazy(key, ttype, _proto_loader(t))
+            pending[t.name] = _weight_maker(ctx, key, ttype, t.name)
+            continue
+        pending[t.name] = _const_maker(ctx, _initializer_array(t), t.name)
     return pending
 
 
@@ -332,7 +360,7 @@ def _convert_node(ctx: ConvertContext, node: Any, index: int, domains: dict[str,
     try:
         outs = conv(ctx, node)
     except FrontendError as e:
-        raise FrontendError(f"{ctx.source}: node '{where}' ({node.op_type}): {e.message if hasattr(e, 'message') else e}") from None
+        raise FrontendError(f"{ctx.source}: node '{where}' ({node.op_type}): {e}") from None
     except (BuildError, TypeInferenceError, ValueError, KeyError, IndexError, TypeError) as e:
         raise FrontendError(f"{ctx.source}: node '{where}' ({node.op_type}) cannot be converted: "
                             f"{type(e).__name__}: {e}") from None

@@ -188,3 +188,12 @@ def test_cli_import_and_compile_of_onnx(tmp_path: Path) -> None:
     out = cm(x=x)
     assert list(out) == ["y"]
     np.testing.assert_allclose(out["y"], _ort(str(path), {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_truncated_external_data_names_file_and_tensor(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    onnx.save(_mlp((64, 32)), str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
+    data = (tmp_path / "w.bin").read_bytes()
+    (tmp_path / "w.bin").write_bytes(data[:100])
+    with pytest.raises(FrontendError, match=r"m\.onnx(.|\n)*initializer 'w'(.|\n)*w\.bin.*truncated"):
+        import_onnx(path)
