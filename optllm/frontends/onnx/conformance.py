@@ -40,15 +40,24 @@ class CaseTimeout(Exception):
     """A case ran past its time limit."""
 
 
-def load_node_cases() -> list[Any]:
-    """Every node test case of the installed onnx (``onnx.backend.test`` generates them)."""
+def load_node_cases(ops: Sequence[str] | None = None) -> list[Any]:
+    """The node test cases of the installed onnx (``onnx.backend.test`` generates them),
+    only those testing ``ops`` when given."""
     import warnings
 
     from onnx.backend.test.loader import load_model_tests
 
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        return list(load_model_tests(kind="node"))
+        cases = list(load_model_tests(kind="node"))
+    if ops is None:
+        return cases
+    wanted = set(ops)
+    return [c for c in cases if case_op(c) in wanted]
+
+
+# test-name prefixes that abbreviate the op
+_ALIASES = {"sce": "SoftmaxCrossEntropyLoss", "nllloss": "NegativeLogLikelihoodLoss"}
 
 
 @functools.cache
@@ -65,6 +74,9 @@ def case_op(case: Any) -> str:
     if len(ops) == 1:
         return next(iter(ops))
     stem = re.sub(r"^test_", "", case.name).replace("_", "").lower()
+    for prefix, name in _ALIASES.items():
+        if stem.startswith(prefix):
+            return name
     best = ""
     for low, name in _op_names().items():
         if stem.startswith(low) and len(low) > len(best.lower()):
