@@ -197,3 +197,25 @@ def test_truncated_external_data_names_file_and_tensor(tmp_path: Path) -> None:
     (tmp_path / "w.bin").write_bytes(data[:100])
     with pytest.raises(FrontendError, match=r"m\.onnx(.|\n)*initializer 'w'(.|\n)*w\.bin.*truncated"):
         import_onnx(path)
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18, 21, 28])
+def test_opset_range(opset: int) -> None:
+    # y = Softmax(x - ReduceMean(x, axes=[-1])) then Unsqueeze/Squeeze round trip
+    axes = numpy_helper.from_array(np.asarray([-1], np.int64), "axes")
+    ax0 = numpy_helper.from_array(np.asarray([0], np.int64), "ax0")
+    if opset >= 18:
+        mean = helper.make_node("ReduceMean", ["x", "axes"], ["m"], name="mean")
+    else:
+        mean = helper.make_node("ReduceMean", ["x"], ["m"], axes=[-1], name="mean")
+    nodes = [mean, helper.make_node("Sub", ["x", "m"], ["d"], name="sub"),
+             helper.make_node("Softmax", ["d"], ["s"], axis=-1, name="softmax"),
+             helper.make_node("Unsqueeze", ["s", "ax0"], ["u"], name="unsq"),
+             helper.make_node("Squeeze", ["u", "ax0"], ["y"], name="sq")]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, ["batch", 5])],
+               [helper.make_tensor_value_info("y", F, ["batch", 5])], [axes, ax0], opset=opset)
+    imp = import_onnx(m)
+    x = np.random.default_rng(4).standard_normal((3, 5)).astype(np.float32)
+    d = x - x.mean(-1, keepdims=True)
+    want = np.exp(d) / np.exp(d).sum(-1, keepdims=True)
+    np.testing.assert_allclose(run_module(imp.module, [x])[0], want, rtol=1e-5, atol=1e-6)
