@@ -42,18 +42,28 @@ class CaseTimeout(Exception):
 
 def load_node_cases(ops: Sequence[str] | None = None) -> list[Any]:
     """The node test cases of the installed onnx (``onnx.backend.test`` generates them),
-    only those testing ``ops`` when given."""
+    only those testing ``ops`` when given (then only the case modules named after them run)."""
+    import importlib
+    import pkgutil
     import warnings
 
+    import onnx.backend.test.case.node as node_cases
     from onnx.backend.test.loader import load_model_tests
 
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        cases = list(load_model_tests(kind="node"))
-    if ops is None:
-        return cases
-    wanted = set(ops)
-    return [c for c in cases if case_op(c) in wanted]
+        if ops is None:
+            return list(load_model_tests(kind="node"))
+        wanted = {op.lower(): op for op in ops}
+        modules = [m.name for m in pkgutil.iter_modules(node_cases.__path__)
+                   if m.name.replace("_", "") in wanted]
+        if len(modules) < len(wanted):  # some op's module is named otherwise: generate them all
+            cases = list(load_model_tests(kind="node"))
+        else:
+            for name in modules:
+                importlib.import_module(f"{node_cases.__name__}.{name}")
+            cases = list(node_cases._NodeTestCases)
+    return [c for c in cases if case_op(c) in set(ops)]
 
 
 # test-name prefixes that abbreviate the op
