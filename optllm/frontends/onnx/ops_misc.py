@@ -397,3 +397,33 @@ def _softmax_cross_entropy(ctx: ConvertContext, node: Node) -> Out:
     loss = _nll(ctx, node, logp, ctx.need(node, 1), ctx.input(node, 2))
     outs: Out = [loss, logp]
     return outs[: max(len(node.output), 1)]
+
+
+# -- indexing -------------------------------------------------------------------------------------
+@onnx_op("GatherElements")
+def _gather_elements(ctx: ConvertContext, node: Node) -> Out:
+    x, idx = ctx.need(node, 0), ctx.need(node, 1)
+    axis = int(ctx.attr(node, "axis", 0)) % x.type.rank
+    return [ctx.op("core.gather_elements", x, idx, axis=axis)]
+
+
+@onnx_op("GatherND")
+def _gather_nd(ctx: ConvertContext, node: Node) -> Out:
+    # x[i0, i1, ...] with the index tuples in the last dim of indices (batch_dims leading dims shared)
+    x, idx = ctx.need(node, 0), ctx.need(node, 1)
+    b = int(ctx.attr(node, "batch_dims", 0))
+    k = idx.type.shape[-1]
+    if not isinstance(k, int):
+        raise FrontendError("GatherND needs a static index depth")
+    parts = [ctx.op("core.reshape", ctx.op("core.slice", idx, axis=-1, start=j, end=j + 1),
+                    shape=list(idx.type.shape[:-1])) for j in range(k)]
+    if b == 0:
+        return [ctx.op("core.index", x, *parts, axes=list(range(k)))]
+    # batch dims: index them with aranges broadcast over the other index dims
+    lead = []
+    for d in range(b):
+        n = int(idx.type.shape[d])  # type: ignore[arg-type]
+        shape = [n if i == d else 1 for i in range(idx.type.rank - 1)]
+        lead.append(ctx.constant(np.arange(n, dtype=np.int64).reshape(shape)))
+    parts = [ctx.cast(p, DType.i64) for p in parts]
+    return [ctx.op("core.index", x, *lead, *parts, axes=list(range(b + k)))]

@@ -151,21 +151,27 @@ onnx_op("ArgMax")(_arg("max"))
 onnx_op("ArgMin")(_arg("min"))
 
 
-@onnx_op("CumSum")
-def _cumsum(ctx: ConvertContext, node: Node) -> Out:
-    # exclusive: cumsum([0, x[:-1]]); reverse: flip, cumsum, flip
-    x = ctx.need(node, 0)
-    axes = ctx.ints(node, 1, "axis")
-    if not axes:
-        raise FrontendError("CumSum needs its axis")
-    axis = axes[0] % max(x.type.rank, 1)
-    reverse, exclusive = ctx.attr(node, "reverse", 0), ctx.attr(node, "exclusive", 0)
-    y = _flip(ctx, x, axis) if reverse else x
-    if exclusive:
-        n = y.type.shape[axis]
-        head_shape = [1 if i == axis else d for i, d in enumerate(y.type.shape)]
-        zero = ctx.op("core.full", shape=head_shape, value=0.0, dtype=y.type.dtype)
-        body = ctx.op("core.slice", y, axis=axis, start=0, end=n - 1)  # type: ignore[operator]
-        y = ctx.op("core.concat", zero, body, axis=axis)
-    y = ctx.op("core.cumsum", y, axis=axis)
-    return [_flip(ctx, y, axis) if reverse else y]
+def _running(ir_name: str, identity: float) -> OnnxConverter:
+    def convert(ctx: ConvertContext, node: Node) -> Out:
+        # exclusive: scan([identity, x[:-1]]); reverse: flip, scan, flip
+        x = ctx.need(node, 0)
+        axes = ctx.ints(node, 1, "axis")
+        if not axes:
+            raise FrontendError(f"{node.op_type} needs its axis")
+        axis = axes[0] % max(x.type.rank, 1)
+        reverse, exclusive = ctx.attr(node, "reverse", 0), ctx.attr(node, "exclusive", 0)
+        y = _flip(ctx, x, axis) if reverse else x
+        if exclusive:
+            n = y.type.shape[axis]
+            head_shape = [1 if i == axis else d for i, d in enumerate(y.type.shape)]
+            head = ctx.op("core.full", shape=head_shape, value=identity, dtype=y.type.dtype)
+            body = ctx.op("core.slice", y, axis=axis, start=0, end=n - 1)  # type: ignore[operator]
+            y = ctx.op("core.concat", head, body, axis=axis)
+        y = ctx.op(ir_name, y, axis=axis)
+        return [_flip(ctx, y, axis) if reverse else y]
+
+    return convert
+
+
+onnx_op("CumSum")(_running("core.cumsum", 0.0))
+onnx_op("CumProd")(_running("core.cumprod", 1.0))

@@ -677,3 +677,19 @@ _unary("core.asinh", np.arcsinh, "``%1 = core.asinh %0 : f32[N]`` — arsinh x."
 _unary("core.acosh", np.arccosh, "``%1 = core.acosh %0 : f32[N]`` — arcosh x.")
 _unary("core.atanh", np.arctanh, "``%1 = core.atanh %0 : f32[N]`` — artanh x.")
 _unary("core.round", np.round, "``%1 = core.round %0 : f32[N]`` — round half to even.")
+
+
+@register_op
+class CumProd(OpDef):
+    """``%1 = core.cumprod %0 {axis = 1} : f32[B,S]`` — running product along an axis."""
+
+    name = "core.cumprod"
+    operands = ("x",)
+    attrs = {"axis": attr(AttrKind.INT)}
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        norm_axis(attrs["axis"], types[0].rank)
+        return [types[0]]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        return [np.cumprod(inputs[0], axis=attrs["axis"], dtype=inputs[0].dtype)]
