@@ -16,6 +16,7 @@ CONVERTER_MODULES = [
     "ops_reduce",
     "ops_logic",
     "ops_misc",
+    "ops_pool",
 ]
 
 for _name in CONVERTER_MODULES:
