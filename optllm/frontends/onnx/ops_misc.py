@@ -427,3 +427,33 @@ def _gather_nd(ctx: ConvertContext, node: Node) -> Out:
         lead.append(ctx.constant(np.arange(n, dtype=np.int64).reshape(shape)))
     parts = [ctx.cast(p, DType.i64) for p in parts]
     return [ctx.op("core.index", x, *lead, *parts, axes=list(range(b + k)))]
+
+
+@onnx_op("ScatterElements", since=11)
+def _scatter_elements(ctx: ConvertContext, node: Node) -> Out:
+    x, idx, upd = ctx.need(node, 0), ctx.need(node, 1), ctx.need(node, 2)
+    axis = int(ctx.attr(node, "axis", 0)) % x.type.rank
+    return [ctx.op("core.scatter_elements", x, idx, upd, axis=axis, reduction=ctx.attr(node, "reduction", "none"))]
+
+
+@onnx_op("ScatterND", since=11)
+def _scatter_nd(ctx: ConvertContext, node: Node) -> Out:
+    x, idx, upd = ctx.need(node, 0), ctx.need(node, 1), ctx.need(node, 2)
+    return [ctx.op("core.scatter_nd", x, idx, upd, reduction=ctx.attr(node, "reduction", "none"))]
+
+
+@onnx_op("Einsum", since=12)
+def _einsum(ctx: ConvertContext, node: Node) -> Out:
+    xs = [v for v in ctx.inputs(node) if v is not None]
+    return [ctx.op("core.einsum", *xs, equation=ctx.attr(node, "equation"))]
+
+
+@onnx_op("TopK", since=11)
+def _topk(ctx: ConvertContext, node: Node) -> Out:
+    x = ctx.need(node, 0)
+    k = ctx.ints(node, 1, "K") or [0]
+    if not ctx.attr(node, "sorted", 1):
+        raise FrontendError("TopK with sorted=0 is not supported")
+    op = ctx.create("core.topk", [x], {"k": k[0], "axis": int(ctx.attr(node, "axis", -1)),
+                                       "largest": bool(ctx.attr(node, "largest", 1))})
+    return list(op.results)

@@ -693,3 +693,139 @@ class CumProd(OpDef):
 
     def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
         return [np.cumprod(inputs[0], axis=attrs["axis"], dtype=inputs[0].dtype)]
+
+
+def _einsum_parse(equation: str, ranks: Sequence[int]) -> tuple[list[str], str]:
+    """Operand subscripts and output subscript of an explicit or implicit einsum equation
+    (``...`` becomes the capital letters, which ONNX does not use)."""
+    eq = equation.replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    ins = lhs.split(",")
+    if len(ins) != len(ranks):
+        raise TypeInferenceError(f"einsum {equation!r} names {len(ins)} operands, got {len(ranks)}")
+    ell = max((r - len(s.replace("...", "")) for s, r in zip(ins, ranks) if "..." in s), default=0)
+    fill = "".join(chr(ord("A") + i) for i in range(ell))
+    ins = [s.replace("...", fill[ell - (r - len(s.replace("...", ""))):]) for s, r in zip(ins, ranks)]
+    if "->" in eq:
+        out = rhs.replace("...", fill)
+    else:
+        letters = "".join(ins)
+        out = fill + "".join(sorted(c for c in set(letters) if c.islower() and letters.count(c) == 1))
+    return ins, out
+
+
+@register_op
+class Einsum(OpDef):
+    """``%2 = core.einsum %0, %1 {equation = "bij,bjk->bik"} : f32[B,N,K]`` — numpy einsum."""
+
+    name = "core.einsum"
+    operands = ("*xs",)
+    attrs = {"equation": attr(AttrKind.STR)}
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        dt = same_dtype(types, "core.einsum operands")
+        ins, out = _einsum_parse(attrs["equation"], [t.rank for t in types])
+        dims: dict[str, Dim] = {}
+        for subs, t in zip(ins, types):
+            if len(subs) != t.rank:
+                raise TypeInferenceError(f"einsum subscripts {subs!r} do not fit {t}")
+            for c, d in zip(subs, t.shape):
+                if dims.get(c, d) != d and dims.get(c) != 1 and d != 1:
+                    raise TypeInferenceError(f"einsum index {c!r} is {dims[c]} and {d}")
+                dims[c] = d if dims.get(c, 1) == 1 else dims[c]
+        return [TensorType(tuple(dims[c] for c in out), dt)]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        ins, out = _einsum_parse(attrs["equation"], [x.ndim for x in inputs])
+        xs = [x.astype(np.float32) if x.dtype.name == "bfloat16" else x for x in inputs]  # numpy has no bf16 einsum
+        return [np.asarray(np.einsum(",".join(ins) + "->" + out, *xs)).astype(inputs[0].dtype, copy=False)]
+
+
+@register_op
+class TopK(OpDef):
+    """``%1, %2 = core.topk %0 {k = 3, axis = -1, largest = true} : f32[B,3], i64[B,3]`` — the k
+    largest (smallest) values in order and their indices; ties keep the lower index first."""
+
+    name = "core.topk"
+    operands = ("x",)
+    num_results = 2
+    attrs = {"k": attr(AttrKind.INT), "axis": attr(AttrKind.INT, -1), "largest": attr(AttrKind.BOOL, True)}
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        t = types[0]
+        ax = norm_axis(attrs["axis"], t.rank)
+        shape = list(t.shape)
+        shape[ax] = attrs["k"]
+        return [t.with_shape(tuple(shape)), TensorType(tuple(shape), DType.i64)]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        x = inputs[0]
+        ax = attrs["axis"] % x.ndim
+        key = -x.astype(np.float64) if attrs["largest"] else x
+        idx = np.argsort(key, axis=ax, kind="stable").take(np.arange(attrs["k"]), axis=ax)
+        return [np.take_along_axis(x, idx, axis=ax), idx.astype(np.int64)]
+
+
+_SCATTER_REDUCE = {"none": None, "add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+@register_op
+class ScatterElements(OpDef):
+    """``%3 = core.scatter_elements %x, %idx, %upd {axis = 1, reduction = "none"} : f32[N,M]`` —
+    out = x; out[..idx[i][j]..] (op)= upd[i][j] along ``axis``, the inverse of gather_elements."""
+
+    name = "core.scatter_elements"
+    operands = ("x", "indices", "updates")
+    attrs = {"axis": attr(AttrKind.INT), "reduction": attr(AttrKind.STR, "none")}
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        x, idx, upd = types
+        same_dtype([x, upd], "core.scatter_elements data and updates")
+        if not idx.dtype.is_int or idx.shape != upd.shape or idx.rank != x.rank:
+            raise TypeInferenceError(f"core.scatter_elements needs int indices shaped like updates, got {idx}, {upd}")
+        if attrs["reduction"] not in _SCATTER_REDUCE:
+            raise TypeInferenceError(f"unknown scatter reduction {attrs['reduction']!r}")
+        norm_axis(attrs["axis"], x.rank)
+        return [x]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        x, idx, upd = inputs
+        ax = attrs["axis"] % x.ndim
+        out = x.copy()
+        full: list[Any] = list(np.indices(idx.shape, sparse=True))
+        full[ax] = np.where(idx < 0, idx + x.shape[ax], idx)
+        fn = _SCATTER_REDUCE[attrs["reduction"]]
+        if fn is None:
+            out[tuple(full)] = upd
+        else:
+            fn.at(out, tuple(full), upd)
+        return [out]
+
+
+@register_op
+class ScatterND(OpDef):
+    """``%3 = core.scatter_nd %x, %idx, %upd {reduction = "none"} : f32[4,4,4]`` — out = x;
+    out[idx[i]] (op)= upd[i] for each index tuple in the last dim of ``idx``."""
+
+    name = "core.scatter_nd"
+    operands = ("x", "indices", "updates")
+    attrs = {"reduction": attr(AttrKind.STR, "none")}
+
+    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
+        x, idx, upd = types
+        same_dtype([x, upd], "core.scatter_nd data and updates")
+        if not idx.dtype.is_int or idx.rank < 1 or attrs["reduction"] not in _SCATTER_REDUCE:
+            raise TypeInferenceError(f"core.scatter_nd needs int indices and a known reduction, got {idx}")
+        return [x]
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        x, idx, upd = inputs
+        out = x.copy()
+        k = idx.shape[-1]
+        flat_idx = idx.reshape(-1, k)
+        flat_upd = upd.reshape((flat_idx.shape[0],) + x.shape[k:])
+        fn = _SCATTER_REDUCE[attrs["reduction"]]
+        for i, j in enumerate(flat_idx):
+            key = tuple(int(v) for v in j)
+            out[key] = flat_upd[i] if fn is None else fn(out[key], flat_upd[i])
+        return [out]
