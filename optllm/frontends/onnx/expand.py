@@ -43,9 +43,9 @@ def _function_body(node: Any, opset: int, types: dict[str, Any]) -> Any | None:
         return None
     input_types = []
     for name in node.input:
-        if name not in types:
+        if name and name not in types:
             return None
-        input_types.append(types[name].SerializeToString())
+        input_types.append(types[name].SerializeToString() if name else onnx.TypeProto().SerializeToString())
     node = _with_defaults(node, schema)
     data = schema.get_context_dependent_function_with_opset_version(max(versions), node.SerializeToString(),
                                                                    input_types)

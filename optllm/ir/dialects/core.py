@@ -256,8 +256,8 @@ class MatMul(OpDef):
             # Fold the batch dims into rows, as torch's matmul/linear do: one GEMM, the same
             # blocking as torch (numpy's stacked matmul loops over rows several times slower).
             rows = np.matmul(a.reshape(-1, a.shape[-1]), b)
-            return [rows.reshape(a.shape[:-1] + (b.shape[-1],))]
-        return [np.matmul(a, b)]
+            return [rows.reshape(a.shape[:-1] + (b.shape[-1],)).astype(a.dtype, copy=False)]
+        return [np.matmul(a, b).astype(a.dtype, copy=False)]  # ml_dtypes' bf16 matmul returns f32
 
     def cost(self, in_types: Sequence[TensorType], out_types: Sequence[TensorType], attrs: Attrs,
              env: Env) -> Cost:
