@@ -17,6 +17,7 @@ CONVERTER_MODULES = [
     "ops_logic",
     "ops_misc",
     "ops_pool",
+    "ops_rnn",
 ]
 
 for _name in CONVERTER_MODULES:
