@@ -49,6 +49,8 @@ def bind_symbols(graph: Graph, inputs: Sequence[np.ndarray]) -> dict[str, int]:
         for d, n in zip(t.shape, x.shape):
             if isinstance(d, SymExpr) and d.is_symbol():
                 name = next(iter(d.symbols()))
+                if n < 1:  # shape arithmetic assumes every symbol is a size >= 1
+                    raise InputError(f"input {_arg_desc(v)}: dynamic dim {name} must be at least 1, got {n}")
                 if env.setdefault(name, int(n)) != n:
                     raise InputError(f"input {_arg_desc(v)}: dim {name} is {env[name]} elsewhere, got {n}")
     for v, x in zip(graph.inputs, inputs):

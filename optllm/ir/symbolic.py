@@ -8,6 +8,10 @@ atoms inside the polynomial.
 
 A ``Dim`` is either a plain ``int`` or a non-constant ``SymExpr``; every operation here
 returns plain ``int`` as soon as the result is constant.
+
+Every symbol stands for a size of at least 1 (the executor rejects empty dynamic dims), so a
+polynomial with positive coefficients over plain symbols is at least the sum of its
+coefficients; ``min``/``max`` against a constant use that bound (``min(1, S) == 1``).
 """
 
 from __future__ import annotations
@@ -203,11 +207,33 @@ def mod(a: Dim, b: Dim) -> Dim:
     return _call("mod", a, b)
 
 
+def lower_bound(d: Dim) -> int | None:
+    """A proven lower bound of ``d`` given that every symbol is >= 1, or None: the sum of the
+    coefficients when all are positive and every atom is a plain symbol."""
+    if isinstance(d, int):
+        return d
+    if any(c <= 0 or any(not isinstance(a, str) for a in mono) for mono, c in d.terms):
+        return None
+    return sum(c for _, c in d.terms)
+
+
+def _ordered(a: Dim, b: Dim) -> tuple[Dim, Dim] | None:
+    """(smaller, larger) when provable: a constant at or below the other's lower bound."""
+    for lo, hi in ((a, b), (b, a)):
+        bound = lower_bound(hi)
+        if isinstance(lo, int) and bound is not None and lo <= bound:
+            return lo, hi
+    return None
+
+
 def sym_max(a: Dim, b: Dim) -> Dim:
     if isinstance(a, int) and isinstance(b, int):
         return max(a, b)
     if a == b:
         return a
+    known = _ordered(a, b)
+    if known is not None:
+        return known[1]
     return _call("max", *sorted((a, b), key=str))
 
 
@@ -216,6 +242,9 @@ def sym_min(a: Dim, b: Dim) -> Dim:
         return min(a, b)
     if a == b:
         return a
+    known = _ordered(a, b)
+    if known is not None:
+        return known[0]
     return _call("min", *sorted((a, b), key=str))
 
 

@@ -208,6 +208,9 @@ class Folder:
         return len(dead)
 
 
+MAX_SWEEPS = 8
+
+
 @dataclass(frozen=True)
 class FoldConstants(Pass):
     """Evaluate pure ops whose operands are all constant and replace them by their values.
@@ -243,11 +246,18 @@ class FoldConstants(Pass):
             raise ValueError(f"max-elements and max-bytes must be >= 0, got {self.max_elements}, {self.max_bytes}")
 
     def run(self, module: Module, ctx: PassContext) -> PassResult:
-        folder = Folder(module, self.max_elements, self.max_bytes)
-        for g in module.graphs.values():
-            folder.fold_graph(g)
-        dropped = folder.drop_released()
-        ctx.stat("num-folded", folder.folded)
-        ctx.stat("num-new-constants", folder.new_constants)
-        ctx.stat("num-constants-dropped", dropped)
-        return PassResult(changed=folder.folded > 0)
+        # Sweep until a sweep folds nothing: whether a view may be copied depends on how many
+        # ops read its weight, which folding later ops of the same sweep can lower, so one
+        # sweep alone would not leave a module a second run cannot change.
+        folded = 0
+        for _ in range(MAX_SWEEPS):
+            folder = Folder(module, self.max_elements, self.max_bytes)
+            for g in module.graphs.values():
+                folder.fold_graph(g)
+            ctx.stat("num-new-constants", folder.new_constants)
+            ctx.stat("num-constants-dropped", folder.drop_released())
+            folded += folder.folded
+            if not folder.folded:
+                break
+        ctx.stat("num-folded", folded)
+        return PassResult(changed=folded > 0)

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from optllm.ir.symbolic import Dim, SymExpr, evaluate, floordiv, mod, parse_dim, sym_max, sym_min
 
 _SYMS = ("B", "S", "T")
-_ENV = st.fixed_dictionaries({s: st.integers(-20, 20) for s in _SYMS})
+# symbols are sizes: at least 1 (min/max simplify with that bound)
+_ENV = st.fixed_dictionaries({s: st.integers(1, 20) for s in _SYMS})
 
 
 def _combine(children: st.SearchStrategy[Dim]) -> st.SearchStrategy[Dim]:

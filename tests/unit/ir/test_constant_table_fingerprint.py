@@ -35,3 +35,4 @@ def test_copy_keeps_indexes_independent() -> None:
     c.remove("ones")
     assert t.add(np.ones(4, np.float32), "x") == "ones"
     assert c.add(np.ones(4, np.float32), "x") == "x"
+
