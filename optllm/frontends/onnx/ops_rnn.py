@@ -25,13 +25,20 @@ Step = Callable[[ConvertContext, Value, list[Value], dict[str, Value]], list[Val
 _ACTS = {"Sigmoid": "core.sigmoid", "Tanh": "core.tanh", "Relu": "nn.relu"}
 
 
+def _act(ctx: ConvertContext, ir_name: str) -> Act:
+    def apply(v: Value) -> Value:
+        return ctx.op(ir_name, v)
+
+    return apply
+
+
 def _activations(ctx: ConvertContext, node: Node, defaults: list[str], dirs: int) -> list[list[Act]]:
     names = ctx.attr(node, "activations", None) or defaults * dirs
     acts: list[Act] = []
     for name in names:
         if name not in _ACTS:
             raise FrontendError(f"{node.op_type} activation {name!r} is not supported")
-        acts.append(lambda v, _n=_ACTS[name]: ctx.op(_n, v))
+        acts.append(_act(ctx, _ACTS[name]))
     per = len(defaults)
     return [acts[d * per:(d + 1) * per] for d in range(dirs)]
 
