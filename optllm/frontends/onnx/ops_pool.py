@@ -166,24 +166,99 @@ def _lp_pool(ctx: ConvertContext, node: Node) -> Out:
     return [ctx.op("core.pow", total, like(ctx, 1.0 / p, x))]
 
 
-@onnx_op("Conv", since=11)
-def _conv(ctx: ConvertContext, node: Node) -> Out:
+def _conv_windows(ctx: ConvertContext, x: Value, wt: Value, g: int, w: Window, bias: Value | None) -> Value:
     # im2col: patches [N, g, O, Cg*K] @ weight [g, Cg*K, M/g] -> [N, M, O...] (+ bias)
-    x, wt, bias = ctx.need(node, 0), ctx.need(node, 1), ctx.input(node, 2)
-    size = _spatial(x, "Conv")
-    if not wt.type.is_static:
-        raise FrontendError(f"Conv needs a static weight, got {wt.type}")
-    m, cg, *kernel = (int(d) for d in wt.type.shape)  # type: ignore[arg-type]
-    kernel = list(ctx.attr(node, "kernel_shape", None) or kernel)
-    g = int(ctx.attr(node, "group", 1))
-    w = window(ctx, node, size, kernel)
+    m, cg = (int(d) for d in wt.type.shape[:2])  # type: ignore[arg-type]
     n = int(x.type.shape[0])  # type: ignore[arg-type]
-    o, k = int(np.prod(w.out)), int(np.prod(kernel))
+    o, k = int(np.prod(w.out)), int(np.prod(w.kernel))
     cols = ctx.op("core.reshape", patches(ctx, x, w, 0.0), shape=[n, g, cg, o, k])
     cols = ctx.op("core.reshape", ctx.op("core.permute", cols, perm=[0, 1, 3, 2, 4]), shape=[n, g, o, cg * k])
     wmat = ctx.op("core.permute", ctx.op("core.reshape", wt, shape=[g, m // g, cg * k]), perm=[0, 2, 1])
     y = ctx.op("core.matmul", cols, wmat)  # [n, g, o, m/g]
     y = ctx.op("core.reshape", ctx.op("core.permute", y, perm=[0, 1, 3, 2]), shape=[n, m, *w.out])
     if bias is not None:
-        y = ctx.op("core.add", y, ctx.op("core.reshape", bias, shape=[1, m] + [1] * len(size)))
-    return [y]
+        y = ctx.op("core.add", y, ctx.op("core.reshape", bias, shape=[1, m] + [1] * len(w.size)))
+    return y
+
+
+@onnx_op("Conv", since=11)
+def _conv(ctx: ConvertContext, node: Node) -> Out:
+    x, wt, bias = ctx.need(node, 0), ctx.need(node, 1), ctx.input(node, 2)
+    size = _spatial(x, "Conv")
+    if not wt.type.is_static:
+        raise FrontendError(f"Conv needs a static weight, got {wt.type}")
+    kernel = list(ctx.attr(node, "kernel_shape", None) or [int(d) for d in wt.type.shape[2:]])  # type: ignore[arg-type]
+    w = window(ctx, node, size, kernel)
+    return [_conv_windows(ctx, x, wt, int(ctx.attr(node, "group", 1)), w, bias)]
+
+
+def _resize_axis(ctx: ConvertContext, x: Value, axis: int, lo: int, hi: int) -> Value:
+    """Pad ``axis`` with lo / hi zeros (negative: crop)."""
+    n = int(x.type.shape[axis])  # type: ignore[arg-type]
+    if lo < 0 or hi < 0:
+        x = ctx.op("core.slice", x, axis=axis, start=max(-lo, 0), end=n - max(-hi, 0))
+        lo, hi = max(lo, 0), max(hi, 0)
+    parts = []
+    for size in (lo, None, hi):
+        if size is None:
+            parts.append(x)
+        elif size > 0:
+            shape = [size if i == axis else d for i, d in enumerate(x.type.shape)]
+            parts.append(ctx.op("core.full", shape=shape, value=0.0, dtype=x.type.dtype))
+    return parts[0] if len(parts) == 1 else ctx.op("core.concat", *parts, axis=axis)
+
+
+def _dilate(ctx: ConvertContext, x: Value, axis: int, stride: int) -> Value:
+    """Insert stride-1 zeros between the elements along ``axis``."""
+    if stride == 1:
+        return x
+    shape = list(x.type.shape)
+    n = int(shape[axis])  # type: ignore[arg-type]
+    col = ctx.op("core.reshape", x, shape=shape[:axis + 1] + [1] + shape[axis + 1:])
+    zeros = ctx.op("core.full", shape=shape[:axis + 1] + [stride - 1] + shape[axis + 1:], value=0.0,
+                   dtype=x.type.dtype)
+    wide = ctx.op("core.concat", col, zeros, axis=axis + 1)
+    flat = ctx.op("core.reshape", wide, shape=shape[:axis] + [n * stride] + shape[axis + 1:])
+    return ctx.op("core.slice", flat, axis=axis, start=0, end=(n - 1) * stride + 1)
+
+
+@onnx_op("ConvTranspose", since=11)
+def _conv_transpose(ctx: ConvertContext, node: Node) -> Out:
+    # zero-dilate x by the strides, pad by span-1-pad, then Conv with the flipped, transposed weight
+    x, wt, bias = ctx.need(node, 0), ctx.need(node, 1), ctx.input(node, 2)
+    size = _spatial(x, "ConvTranspose")
+    d = len(size)
+    if not wt.type.is_static:
+        raise FrontendError(f"ConvTranspose needs a static weight, got {wt.type}")
+    cin, mg, *kernel = (int(v) for v in wt.type.shape)  # type: ignore[arg-type]
+    kernel = list(ctx.attr(node, "kernel_shape", None) or kernel)
+    g = int(ctx.attr(node, "group", 1))
+    stride = list(ctx.attr(node, "strides", None) or [1] * d)
+    dil = list(ctx.attr(node, "dilations", None) or [1] * d)
+    out_pad = list(ctx.attr(node, "output_padding", None) or [0] * d)
+    pads = list(ctx.attr(node, "pads", None) or [0] * (2 * d))
+    span = [(k - 1) * dl + 1 for k, dl in zip(kernel, dil)]
+    out_shape = ctx.attr(node, "output_shape", None)
+    auto_pad = ctx.attr(node, "auto_pad", "NOTSET")
+    if out_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        want = list(out_shape)[-d:] if out_shape is not None else [s * st for s, st in zip(size, stride)]
+        total = [st * (s - 1) + op + sp - o for st, s, op, sp, o in zip(stride, size, out_pad, span, want)]
+        if auto_pad == "SAME_UPPER":
+            pads = [t // 2 for t in total] + [t - t // 2 for t in total]
+        else:
+            pads = [t - t // 2 for t in total] + [t // 2 for t in total]
+    y = x
+    for a in range(d):
+        y = _dilate(ctx, y, a + 2, stride[a])
+        y = _resize_axis(ctx, y, a + 2, span[a] - 1 - pads[a], span[a] - 1 - pads[a + d] + out_pad[a])
+    # weight [Cin, M/g, K...] -> per group flipped [M, Cin/g, K...]
+    wv = ctx.op("core.reshape", wt, shape=[g, cin // g, mg, *kernel])
+    for a in range(d):
+        rev = ctx.constant(np.arange(kernel[a] - 1, -1, -1, dtype=np.int64))
+        wv = ctx.op("core.gather", wv, rev, axis=3 + a)
+    wv = ctx.op("core.permute", wv, perm=[0, 2, 1, *range(3, 3 + d)])
+    wv = ctx.op("core.reshape", wv, shape=[g * mg, cin // g, *kernel])
+    padded = [int(v) for v in y.type.shape[2:]]  # type: ignore[arg-type]
+    w = Window(tuple(padded), tuple(kernel), (1,) * d, tuple(dil), (0,) * d, (0,) * d,
+               tuple(p - sp + 1 for p, sp in zip(padded, span)))
+    return [_conv_windows(ctx, y, wv, g, w, bias)]
