@@ -6,9 +6,11 @@
 
 ONNX node tests feed shape-like tensors (Reshape's ``shape``, Slice's ``starts``) as graph
 inputs, while the IR takes shapes as attributes. When the model does not import with those
-inputs left free, ``run`` re-imports it with the integer and bool inputs bound to the values it was
-given (one module per distinct set of integer inputs). The numbers are always computed by
-our reference executor; onnx.reference and onnxruntime are only oracles in the tests.
+inputs left free, ``run`` re-imports it with the integer and bool inputs bound to the values
+it was given, and failing that also the float scalars and vectors of at most 8 elements
+(Resize scales, Range bounds): one module per distinct set of bound values. The numbers are
+computed by our own code, the reference executor (and, for values that become constants,
+the same op references at import); onnx.reference and onnxruntime are only test oracles.
 
 Ops without a converter whose ONNX schema defines them as a function (Attention,
 GroupNormalization, ...) are imported through that function body (``expand``).
@@ -50,6 +52,7 @@ CLAIMED_OPS: tuple[str, ...] = (
 )
 # Element kinds of the inputs ``run`` may bind as constants: integers and bools (shapes, axes, masks)
 _BOUND_KINDS = "iub"
+_SMALL = 8
 
 
 def _import(model: onnx.ModelProto) -> Module:
@@ -92,8 +95,13 @@ def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
-def _bind_int_inputs(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> tuple[onnx.ModelProto, list[int]]:
-    """A copy of ``model`` whose integer graph inputs are initializers holding ``inputs``.
+def _shape_like(x: np.ndarray) -> bool:
+    """Integer / bool tensors, and float scalars or vectors of at most 8 (scales, Range bounds)."""
+    return x.dtype.kind in _BOUND_KINDS or (x.ndim <= 1 and x.size <= _SMALL)
+
+
+def _bind_inputs(model: onnx.ModelProto, inputs: Sequence[np.ndarray], bind: Any) -> tuple[onnx.ModelProto, list[int]]:
+    """A copy of ``model`` whose graph inputs ``bind(x)`` selects are initializers holding ``inputs``.
 
     Returns the copy and the positions of the inputs that stay graph inputs.
     """
@@ -106,7 +114,7 @@ def _bind_int_inputs(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> tu
     keep: list[int] = []
     kept_inputs = []
     for pos, (info, x) in enumerate(zip(free, inputs)):
-        if np.asarray(x).dtype.kind in _BOUND_KINDS:
+        if bind(np.asarray(x)):
             bound.graph.initializer.append(numpy_helper.from_array(np.asarray(x), info.name))
         else:
             keep.append(pos)
@@ -135,16 +143,23 @@ class BackendRep(_OnnxBackendRep):
         return tuple(run_module(module, [arrays[i] for i in keep]))
 
     def _module_for(self, arrays: Sequence[np.ndarray]) -> tuple[Module, list[int]]:
-        key = b"".join(a.tobytes() + str((a.dtype, a.shape)).encode() for a in arrays if a.dtype.kind in _BOUND_KINDS)
+        key = b"".join(a.tobytes() + str((a.dtype, a.shape)).encode() for a in arrays if _shape_like(a))
         if key in self._bound:
             return self._bound[key]
         assert self.error is not None
-        if not any(a.dtype.kind in _BOUND_KINDS for a in arrays):
-            raise self.error
-        bound, keep = _bind_int_inputs(self.model, arrays)
-        module = _import(bound)
-        self._bound[key] = (module, keep)
-        return module, keep
+        error: FrontendError = self.error
+        for bind in (lambda a: a.dtype.kind in _BOUND_KINDS, _shape_like):
+            if not any(bind(a) for a in arrays):
+                continue
+            bound, keep = _bind_inputs(self.model, arrays, bind)
+            try:
+                module = _import(bound)
+            except FrontendError as e:
+                error = e
+                continue
+            self._bound[key] = (module, keep)
+            return module, keep
+        raise error
 
 
 class Backend(_OnnxBackend):

@@ -175,13 +175,14 @@ def _eye_like(ctx: ConvertContext, node: Node) -> Out:
 
 @onnx_op("OneHot")
 def _one_hot(ctx: ConvertContext, node: Node) -> Out:
-    # values[1] where arange(depth) == (idx mod depth), values[0] elsewhere
+    # values[1] where arange(depth) == idx (negative idx counts from depth), values[0] elsewhere
     idx, values = ctx.need(node, 0), ctx.need(node, 2)
     depth = int(_scalar(ctx, node, 1))
     rank = idx.type.rank + 1
     axis = int(ctx.attr(node, "axis", -1)) % rank
     idx = ctx.cast(idx, DType.i64)
-    idx = ctx.op("core.mod", idx, like(ctx, depth, idx))
+    neg = ctx.op("core.lt", idx, like(ctx, 0, idx))
+    idx = ctx.op("core.where", neg, ctx.op("core.add", idx, like(ctx, depth, idx)), idx)
     shape = list(idx.type.shape)
     shape.insert(axis, 1)
     idx = ctx.op("core.reshape", idx, shape=shape)
