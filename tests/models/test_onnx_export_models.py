@@ -86,12 +86,7 @@ def test_round_trip_through_the_onnx_importer(exported: Exported, tmp_path: Path
     if exported.name != "minilm":
         pytest.skip("round trip checked on MiniLM")
     frontend = pytest.importorskip("optllm.frontends.onnx")
-    from optllm.ir.diagnostics import OptllmError
-
-    try:
-        again = frontend.import_onnx(exported.path)
-    except OptllmError as e:
-        pytest.xfail(f"the ONNX importer does not take the exported file yet: {e}")
+    again = frontend.import_onnx(exported.path)
     run_pipeline(again.module, "default")
     path = export_onnx(again.module, tmp_path / "again.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -2,7 +2,8 @@
 benchmark's recipe: legacy exporter, opset 17, dynamic B and S), imported by the ONNX
 frontend once each, and run by the reference executor at two batch/sequence sizes: outputs
 equal onnxruntime's on the same file within rtol=atol=1e-5. The default pipeline on the
-imported graph keeps them (node counts are recorded as test properties).
+imported graph keeps them (node counts are recorded as test properties), and so does the
+optimized graph exported back to ONNX and run by onnxruntime (the round trip).
 """
 
 from __future__ import annotations
@@ -121,3 +122,15 @@ def test_default_pipeline_keeps_outputs(imported: Imported, record_property: Any
     for b, s, _ in SHAPES:
         _check(module, imported, b, s)
     assert after <= before
+
+    # ONNX -> IR -> (default pipeline) -> ONNX: onnxruntime gives the same outputs on both files
+    from optllm.backends.onnx_export import export_onnx as export_ir
+
+    again = ort.InferenceSession(str(export_ir(module, imported.path.parent / "round_trip.onnx")),
+                                 providers=["CPUExecutionProvider"])
+    for b, s, _ in SHAPES:
+        feeds = imported.feeds[(b, s)]
+        want = imported.session.run(None, {i.name: feeds[i.name] for i in imported.session.get_inputs()})
+        got = again.run(None, {i.name: feeds[i.name] for i in again.get_inputs()})
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
