@@ -18,6 +18,7 @@ CONVERTER_MODULES = [
     "ops_misc",
     "ops_pool",
     "ops_rnn",
+    "ops_resize",
 ]
 
 for _name in CONVERTER_MODULES:

@@ -1,0 +1,153 @@
+"""ONNX Resize as one interpolation matrix per resized axis.
+
+With static shapes and known scales/sizes, the output along an axis is a fixed linear map of
+the input along it: ``y = M @ x`` with ``M[out, in]`` holding the nearest / linear / cubic
+weights (antialiased filters widened by 1/scale, edge-clamped taps, ``exclude_outside``
+renormalised, ``tf_crop_and_resize`` extrapolation as an added constant). Each axis is a
+permute, a matmul with the constant ``M^T`` and the inverse permute.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from optllm.frontends.fx import FrontendError
+from optllm.frontends.onnx.context import ConvertContext
+from optllm.frontends.onnx.ops_math import onnx_op
+from optllm.ir import Value
+
+Node = Any
+Out = list[Value | None]
+
+
+def source_coords(n_in: int, n_out: int, scale: float, mode: str, roi: tuple[float, float]) -> np.ndarray:
+    """Input coordinate of each output index under ``coordinate_transformation_mode``."""
+    x = np.arange(n_out, dtype=np.float64)
+    if mode == "align_corners":
+        return np.zeros_like(x) if n_out == 1 else x * (n_in - 1) / (n_out - 1)
+    if mode == "asymmetric":
+        return x / scale
+    if mode == "tf_crop_and_resize":
+        lo, hi = roi
+        if n_out == 1:
+            return np.full_like(x, 0.5 * (lo + hi) * (n_in - 1))
+        return lo * (n_in - 1) + x * (hi - lo) * (n_in - 1) / (n_out - 1)
+    if mode == "pytorch_half_pixel":
+        return (x + 0.5) / scale - 0.5 if n_out > 1 else np.zeros_like(x)
+    if mode == "half_pixel":
+        return (x + 0.5) / scale - 0.5
+    if mode == "half_pixel_symmetric":
+        adjust = n_out / (scale * n_in)
+        offset = n_in / 2 * (1 - adjust)
+        return offset + (x + 0.5) / scale - 0.5
+    raise FrontendError(f"Resize coordinate_transformation_mode {mode!r} is not supported")
+
+
+def _nearest(x: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "round_prefer_floor":
+        return np.ceil(x - 0.5)
+    if mode == "round_prefer_ceil":
+        return np.floor(x + 0.5)
+    if mode == "floor":
+        return np.floor(x)
+    if mode == "ceil":
+        return np.ceil(x)
+    raise FrontendError(f"Resize nearest_mode {mode!r} is not supported")
+
+
+def _kernel(mode: str, a: float) -> Any:
+    def linear(u: np.ndarray) -> np.ndarray:
+        return np.maximum(0.0, 1.0 - np.abs(u))
+
+    def cubic(u: np.ndarray) -> np.ndarray:
+        u = np.abs(u)
+        near = ((a + 2) * u - (a + 3)) * u * u + 1
+        far = ((a * u - 5 * a) * u + 8 * a) * u - 4 * a
+        return np.where(u <= 1, near, np.where(u < 2, far, 0.0))
+
+    return linear if mode == "linear" else cubic
+
+
+def weights(n_in: int, n_out: int, scale: float, attrs: dict[str, Any], roi: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """``M[out, in]`` and the per-output constant (extrapolation) of one axis."""
+    coords = source_coords(n_in, n_out, scale, attrs["ctm"], roi)
+    m = np.zeros((n_out, n_in), dtype=np.float64)
+    extra = np.zeros(n_out, dtype=np.float64)
+    outside = (coords < 0) | (coords > n_in - 1)
+    if attrs["mode"] == "nearest":
+        idx = np.clip(_nearest(coords, attrs["nearest_mode"]), 0, n_in - 1).astype(np.int64)
+        m[np.arange(n_out), idx] = 1.0
+    else:
+        kernel = _kernel(attrs["mode"], attrs["cubic_coeff_a"])
+        widen = scale if attrs["antialias"] and scale < 1 else 1.0
+        support = (1 if attrs["mode"] == "linear" else 2) / widen
+        for o, x in enumerate(coords):
+            taps = np.arange(math.floor(x - support) + 1, math.floor(x + support) + 1)
+            w = kernel((taps - x) * widen)
+            if attrs["exclude_outside"]:
+                w = np.where((taps >= 0) & (taps < n_in), w, 0.0)
+            if attrs["antialias"] or attrs["exclude_outside"]:
+                w = w / w.sum()
+            np.add.at(m[o], np.clip(taps, 0, n_in - 1), w)
+    if attrs["ctm"] == "tf_crop_and_resize":
+        m[outside] = 0.0
+        extra[outside] = attrs["extrapolation_value"]
+    return m, extra
+
+
+def _out_sizes(ctx: ConvertContext, node: Node, shape: list[int], axes: list[int]) -> tuple[list[int], list[float]]:
+    scales = ctx.const_value(ctx.input(node, 2))
+    sizes = ctx.ints(node, 3, "sizes") if len(node.input) > 3 else None
+    ins = [shape[a] for a in axes]
+    if sizes:
+        policy = ctx.attr(node, "keep_aspect_ratio_policy", "stretch")
+        if policy == "stretch":
+            return list(sizes), [o / i for o, i in zip(sizes, ins)]
+        pick = min if policy == "not_larger" else max
+        s = pick(o / i for o, i in zip(sizes, ins))
+        return [int(math.floor(i * s + 0.5)) for i in ins], [s] * len(ins)
+    if scales is None or scales.size == 0:
+        raise FrontendError("Resize needs scales or sizes known at import time")
+    sc = [float(v) for v in scales.reshape(-1)]
+    return [int(math.floor(i * s)) for i, s in zip(ins, sc)], sc
+
+
+@onnx_op("Resize", since=13)
+def _resize(ctx: ConvertContext, node: Node) -> Out:
+    # y = M_a x along each resized axis a
+    x = ctx.need(node, 0)
+    if not x.type.is_static or not x.type.dtype.is_float:
+        raise FrontendError(f"Resize needs a static floating-point input, got {x.type}")
+    shape = [int(d) for d in x.type.shape]  # type: ignore[arg-type]
+    rank = len(shape)
+    axes = [int(a) % rank for a in (ctx.attr(node, "axes", None) or range(rank))]
+    outs, scales = _out_sizes(ctx, node, shape, axes)
+    roi_c = ctx.const_value(ctx.input(node, 1))
+    roi = [float(v) for v in roi_c.reshape(-1)] if roi_c is not None and roi_c.size else [0.0] * len(axes) + [1.0] * len(axes)
+    if len(roi) == 2 * rank and len(axes) != rank:
+        roi = [roi[a] for a in axes] + [roi[rank + a] for a in axes]
+    attrs = {"mode": ctx.attr(node, "mode", "nearest"), "ctm": ctx.attr(node, "coordinate_transformation_mode", "half_pixel"),
+             "nearest_mode": ctx.attr(node, "nearest_mode", "round_prefer_floor"),
+             "cubic_coeff_a": float(ctx.attr(node, "cubic_coeff_a", -0.75)),
+             "exclude_outside": int(ctx.attr(node, "exclude_outside", 0)), "antialias": int(ctx.attr(node, "antialias", 0)),
+             "extrapolation_value": float(ctx.attr(node, "extrapolation_value", 0.0))}
+    dt = x.type.dtype.to_numpy()
+    y = x
+    for j, (a, n_out, s) in enumerate(zip(axes, outs, scales)):
+        n_in = shape[a]
+        if n_in == n_out and attrs["ctm"] != "tf_crop_and_resize" and s == 1.0:
+            continue
+        m, extra = weights(n_in, n_out, s, attrs, (roi[j], roi[j + len(axes)]))
+        perm = [i for i in range(rank) if i != a] + [a]
+        inv = list(np.argsort(perm))
+        moved = ctx.op("core.permute", y, perm=perm)
+        moved = ctx.op("core.matmul", moved, ctx.constant(m.T.astype(dt)))
+        if extra.any():
+            moved = ctx.op("core.add", moved, ctx.constant(extra.astype(dt)))
+        y = ctx.op("core.permute", moved, perm=[int(i) for i in inv])
+    if y is x:
+        y = ctx.op("core.reshape", x, shape=shape)
+    return [y]
