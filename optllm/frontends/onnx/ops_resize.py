@@ -24,23 +24,25 @@ Out = list[Value | None]
 
 
 def source_coords(n_in: int, n_out: int, scale: float, mode: str, roi: tuple[float, float]) -> np.ndarray:
-    """Input coordinate of each output index under ``coordinate_transformation_mode``."""
+    """Input coordinate of each output index under ``coordinate_transformation_mode``
+    (ONNX measures the output length as ``scale * n_in``, not the rounded ``n_out``)."""
     x = np.arange(n_out, dtype=np.float64)
+    width = scale * n_in
     if mode == "align_corners":
-        return np.zeros_like(x) if n_out == 1 else x * (n_in - 1) / (n_out - 1)
+        return np.zeros_like(x) if width == 1 else x * (n_in - 1) / (width - 1)
     if mode == "asymmetric":
         return x / scale
     if mode == "tf_crop_and_resize":
         lo, hi = roi
-        if n_out == 1:
+        if width == 1:
             return np.full_like(x, 0.5 * (lo + hi) * (n_in - 1))
-        return lo * (n_in - 1) + x * (hi - lo) * (n_in - 1) / (n_out - 1)
+        return lo * (n_in - 1) + x * (hi - lo) * (n_in - 1) / (width - 1)
     if mode == "pytorch_half_pixel":
-        return (x + 0.5) / scale - 0.5 if n_out > 1 else np.zeros_like(x)
+        return (x + 0.5) / scale - 0.5 if width != 1 else np.zeros_like(x)
     if mode == "half_pixel":
         return (x + 0.5) / scale - 0.5
     if mode == "half_pixel_symmetric":
-        adjust = n_out / (scale * n_in)
+        adjust = n_out / width
         offset = n_in / 2 * (1 - adjust)
         return offset + (x + 0.5) / scale - 0.5
     raise FrontendError(f"Resize coordinate_transformation_mode {mode!r} is not supported")
@@ -126,6 +128,9 @@ def _resize(ctx: ConvertContext, node: Node) -> Out:
     axes = [int(a) % rank for a in (ctx.attr(node, "axes", None) or range(rank))]
     outs, scales = _out_sizes(ctx, node, shape, axes)
     roi_c = ctx.const_value(ctx.input(node, 1))
+    if roi_c is None and ctx.input(node, 1) is not None and ctx.attr(node, "coordinate_transformation_mode", "") == \
+            "tf_crop_and_resize":
+        raise FrontendError("Resize roi must be known at import time")
     roi = [float(v) for v in roi_c.reshape(-1)] if roi_c is not None and roi_c.size else [0.0] * len(axes) + [1.0] * len(axes)
     if len(roi) == 2 * rank and len(axes) != rank:
         roi = [roi[a] for a in axes] + [roi[rank + a] for a in axes]
