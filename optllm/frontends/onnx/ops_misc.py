@@ -458,3 +458,77 @@ def _topk(ctx: ConvertContext, node: Node) -> Out:
     op = ctx.create("core.topk", [x], {"k": k[0], "axis": int(ctx.attr(node, "axis", -1)),
                                        "largest": bool(ctx.attr(node, "largest", 1))})
     return list(op.results)
+
+
+# -- signal ---------------------------------------------------------------------------------------
+def _dft(ctx: ConvertContext, node: Node, axis: int) -> Out:
+    # Y[k] = sum_n x[n] e^{-+2 pi i k n / L} (inverse: + and / L), as two real matmuls
+    x = float_input(ctx, node)
+    rank = x.type.rank
+    axis = axis % rank
+    if axis == rank - 1:
+        raise FrontendError("DFT axis must not be the complex (last) dim")
+    n = int(x.type.shape[axis])  # type: ignore[arg-type]
+    lens = ctx.ints(node, 1, "dft_length") if len(node.input) > 1 else None
+    length = lens[0] if lens else n
+    inverse, onesided = bool(ctx.attr(node, "inverse", 0)), bool(ctx.attr(node, "onesided", 0))
+    if inverse and onesided:
+        raise FrontendError("DFT inverse with onesided (irfft) is not supported")
+    out_dtype = x.type.dtype
+    x = ctx.cast(x, DType.f64)  # the twiddle sums in f64, like numpy's FFT
+    comps = int(x.type.shape[-1])  # type: ignore[arg-type]
+    flat = list(x.type.shape[:-1])
+    parts = [ctx.op("core.reshape", ctx.op("core.slice", x, axis=-1, start=c, end=c + 1), shape=flat)
+             for c in range(comps)]
+    perm = [i for i in range(rank - 1) if i != axis] + [axis]
+    inv = [int(i) for i in np.argsort(perm)]
+    parts = [ctx.op("core.permute", p, perm=perm) for p in parts]
+    k = np.arange(length // 2 + 1 if onesided else length)
+    m = np.arange(min(n, length))
+    theta = 2 * np.pi * np.outer(m, k) / length  # [n_used, K]
+    sign = 1.0 if inverse else -1.0
+    scale = 1.0 / length if inverse else 1.0
+    dt = x.type.dtype.to_numpy()
+    cos = ctx.constant((np.cos(theta) * scale).astype(dt))
+    sin = ctx.constant((sign * np.sin(theta) * scale).astype(dt))
+    if n > length:
+        parts = [ctx.op("core.slice", p, axis=-1, start=0, end=length) for p in parts]
+    # (a + ib)(cos + i sin') = (a cos - b sin') + i (a sin' + b cos)
+    a = parts[0]
+    re = ctx.op("core.matmul", a, cos)
+    im = ctx.op("core.matmul", a, sin)
+    if comps == 2:
+        b = parts[1]
+        re = ctx.op("core.sub", re, ctx.op("core.matmul", b, sin))
+        im = ctx.op("core.add", im, ctx.op("core.matmul", b, cos))
+    outs = [ctx.op("core.permute", v, perm=inv) for v in (re, im)]
+    shape = [*outs[0].type.shape, 1]
+    y = ctx.op("core.concat", *(ctx.op("core.reshape", v, shape=shape) for v in outs), axis=-1)
+    return [ctx.cast(y, out_dtype)]
+
+
+@onnx_op("DFT", since=17)
+def _dft17(ctx: ConvertContext, node: Node) -> Out:
+    return _dft(ctx, node, int(ctx.attr(node, "axis", 1)))
+
+
+@onnx_op("DFT", since=20)
+def _dft20(ctx: ConvertContext, node: Node) -> Out:
+    axis = ctx.ints(node, 2, "axis") if len(node.input) > 2 else None
+    return _dft(ctx, node, axis[0] if axis else -2)
+
+
+@onnx_op("ReverseSequence", since=10)
+def _reverse_sequence(ctx: ConvertContext, node: Node) -> Out:
+    # out[b, t] = x[b, len_b - 1 - t] for t < len_b, else x[b, t]  (a constant gather_elements index)
+    x = ctx.need(node, 0)
+    lens = ctx.ints(node, 1, "sequence_lens") or []
+    shape = static_shape(x, "ReverseSequence")
+    t_ax, b_ax = int(ctx.attr(node, "time_axis", 0)), int(ctx.attr(node, "batch_axis", 1))
+    idx = np.indices(shape)[t_ax].copy()
+    for b, n in enumerate(lens):
+        sel = [slice(None)] * len(shape)
+        sel[b_ax] = slice(b, b + 1)
+        sel[t_ax] = slice(0, n)
+        idx[tuple(sel)] = np.flip(idx[tuple(sel)], axis=t_ax)
+    return [ctx.op("core.gather_elements", x, ctx.constant(idx.astype(np.int64)), axis=t_ax)]
