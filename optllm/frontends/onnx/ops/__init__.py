@@ -19,6 +19,7 @@ CONVERTER_MODULES = [
     "ops_pool",
     "ops_rnn",
     "ops_resize",
+    "ops_quant",
 ]
 
 for _name in CONVERTER_MODULES:
