@@ -16,8 +16,8 @@ import numpy as np
 
 from optllm.frontends.fx import FrontendError
 from optllm.frontends.onnx.context import ConvertContext
-from optllm.frontends.onnx.ops_math import onnx_op
-from optllm.ir import Value
+from optllm.frontends.onnx.ops_math import like, onnx_op
+from optllm.ir import DType, Value
 
 Node = Any
 Out = list[Value | None]
@@ -156,3 +156,84 @@ def _resize(ctx: ConvertContext, node: Node) -> Out:
     if y is x:
         y = ctx.op("core.reshape", x, shape=shape)
     return [y]
+
+
+def _grid_coord(ctx: ConvertContext, g: Value, size: int, align: bool, padding: str) -> Value:
+    # unnormalise [-1, 1] -> pixel coordinates; border clamps, reflection mirrors into the range
+    one = like(ctx, 1, g)
+    if align:
+        x = ctx.op("core.mul", ctx.op("core.add", g, one), like(ctx, (size - 1) / 2, g))
+        lo, hi = 0.0, float(size - 1)
+    else:
+        x = ctx.op("core.div", ctx.op("core.sub", ctx.op("core.mul", ctx.op("core.add", g, one), like(ctx, size, g)),
+                                      one), like(ctx, 2, g))
+        lo, hi = -0.5, size - 0.5
+    if padding == "border":
+        return ctx.op("core.min", ctx.op("core.max", x, like(ctx, 0, x)), like(ctx, size - 1, x))
+    if padding == "reflection" and hi > lo:
+        span = like(ctx, hi - lo, x)
+        below, above = ctx.op("core.lt", x, like(ctx, lo, x)), ctx.op("core.gt", x, like(ctx, hi, x))
+        dx = ctx.op("core.where", below, ctx.op("core.sub", like(ctx, lo, x), x), ctx.op("core.sub", x, like(ctx, hi, x)))
+        flips = ctx.op("core.floor", ctx.op("core.div", dx, span))
+        r = ctx.op("core.sub", dx, ctx.op("core.mul", flips, span))
+        even = ctx.op("core.eq", ctx.op("core.mod", flips, like(ctx, 2, x)), like(ctx, 0, x))
+        from_lo, from_hi = ctx.op("core.add", like(ctx, lo, x), r), ctx.op("core.sub", like(ctx, hi, x), r)
+        x = ctx.op("core.where", below, ctx.op("core.where", even, from_lo, from_hi),
+                   ctx.op("core.where", above, ctx.op("core.where", even, from_hi, from_lo), x))
+        return ctx.op("core.min", ctx.op("core.max", x, like(ctx, 0, x)), like(ctx, size - 1, x))
+    return x
+
+
+@onnx_op("GridSample", since=16)
+def _grid_sample(ctx: ConvertContext, node: Node) -> Out:
+    # y = sum over the 2^d corner taps of w * x[clamped tap] (zeros padding masks taps outside)
+    x, grid = ctx.need(node, 0), ctx.need(node, 1)
+    if not x.type.is_static or not grid.type.is_static:
+        raise FrontendError("GridSample needs static shapes")
+    mode = ctx.attr(node, "mode", "linear" if ctx.opset >= 20 else "bilinear")
+    if mode not in ("linear", "bilinear", "nearest"):
+        raise FrontendError(f"GridSample mode {mode!r} is not supported")
+    padding, align = ctx.attr(node, "padding_mode", "zeros"), bool(ctx.attr(node, "align_corners", 0))
+    n, c, *sizes = (int(d) for d in x.type.shape)  # type: ignore[arg-type]
+    d = len(sizes)
+    out = [int(v) for v in grid.type.shape[1:-1]]  # type: ignore[arg-type]
+    taps_per_axis: list[list[tuple[Value, Value | None]]] = []
+    for a in range(d):
+        comp = d - 1 - a  # grid holds (x, y, z): the last spatial dim first
+        g = ctx.op("core.reshape", ctx.op("core.slice", grid, axis=-1, start=comp, end=comp + 1), shape=[n, *out])
+        pos = _grid_coord(ctx, ctx.cast(g, x.type.dtype), sizes[a], align, padding)
+        if mode == "nearest":
+            taps_per_axis.append([(ctx.op("core.round", pos), None)])
+            continue
+        base = ctx.op("core.floor", pos)
+        frac = ctx.op("core.sub", pos, base)
+        taps_per_axis.append([(base, ctx.op("core.sub", like(ctx, 1, frac), frac)),
+                              (ctx.op("core.add", base, like(ctx, 1, base)), frac)])
+    flat_x = ctx.op("core.reshape", x, shape=[n, c, int(np.prod(sizes))])
+    n_ar = ctx.constant(np.arange(n, dtype=np.int64).reshape(n, 1, 1))
+    c_ar = ctx.constant(np.arange(c, dtype=np.int64).reshape(1, c, 1))
+    total: Value | None = None
+    for combo in np.ndindex(*[len(t) for t in taps_per_axis]):
+        index: Value | None = None
+        weight: Value | None = None
+        for a, j in enumerate(combo):
+            pos, w = taps_per_axis[a][j]
+            if padding == "zeros":
+                inside = ctx.op("core.and", ctx.op("core.ge", pos, like(ctx, 0, pos)),
+                                ctx.op("core.le", pos, like(ctx, sizes[a] - 1, pos)))
+                mask = ctx.cast(inside, x.type.dtype)
+                w = mask if w is None else ctx.op("core.mul", w, mask)
+            clamped = ctx.op("core.min", ctx.op("core.max", pos, like(ctx, 0, pos)), like(ctx, sizes[a] - 1, pos))
+            idx = ctx.cast(clamped, DType.i64)
+            stride = int(np.prod(sizes[a + 1:]))
+            term = ctx.op("core.mul", idx, like(ctx, stride, idx)) if stride != 1 else idx
+            index = term if index is None else ctx.op("core.add", index, term)
+            weight = w if weight is None else (weight if w is None else ctx.op("core.mul", weight, w))
+        assert index is not None
+        idx_b = ctx.op("core.reshape", index, shape=[n, 1, int(np.prod(out))])
+        val = ctx.op("core.index", flat_x, n_ar, c_ar, idx_b, axes=[0, 1, 2])  # x[n, c, idx[n]]
+        val = ctx.op("core.reshape", val, shape=[n, c, *out])
+        if weight is not None:
+            val = ctx.op("core.mul", val, ctx.op("core.reshape", weight, shape=[n, 1, *out]))
+        total = val if total is None else ctx.op("core.add", total, val)
+    return [total]
