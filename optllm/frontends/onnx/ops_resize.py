@@ -237,3 +237,25 @@ def _grid_sample(ctx: ConvertContext, node: Node) -> Out:
             val = ctx.op("core.mul", val, ctx.op("core.reshape", weight, shape=[n, 1, *out]))
         total = val if total is None else ctx.op("core.add", total, val)
     return [total]
+
+
+@onnx_op("AffineGrid", since=20)
+def _affine_grid(ctx: ConvertContext, node: Node) -> Out:
+    # grid[n, ..., :] = theta[n] @ (x, y[, z], 1) over the normalised base grid
+    theta = ctx.need(node, 0)
+    size = ctx.ints(node, 1, "size") or []
+    spatial = size[2:]
+    align = bool(ctx.attr(node, "align_corners", 0))
+    n, d = int(size[0]), len(spatial)
+
+    def axis_points(m: int) -> np.ndarray:
+        if align:
+            return np.linspace(-1.0, 1.0, m) if m > 1 else np.zeros(1)
+        return (2 * np.arange(m) + 1) / m - 1
+
+    coords = np.meshgrid(*[axis_points(m) for m in spatial], indexing="ij")  # spatial order (z,) y, x
+    base = np.stack([*[c.reshape(-1) for c in reversed(coords)], np.ones(int(np.prod(spatial)))], axis=-1)
+    dt = theta.type.dtype
+    base_v = ctx.op("core.expand", ctx.constant(base.astype(dt.to_numpy())[None]), shape=[n, base.shape[0], d + 1])
+    grid = ctx.op("core.matmul", base_v, ctx.op("core.permute", theta, perm=[0, 2, 1]))
+    return [ctx.op("core.reshape", grid, shape=[n, *spatial, d])]
