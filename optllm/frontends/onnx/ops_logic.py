@@ -101,3 +101,29 @@ def _isinf(ctx: ConvertContext, node: Node) -> Out:
     if not tests:
         return [ctx.op("core.full", shape=list(x.type.shape), value=0.0, dtype=DType.bool)]
     return [tests[0] if len(tests) == 1 else ctx.op("core.or", tests[0], tests[1])]
+
+
+@onnx_op("BitShift")
+def _bitshift(ctx: ConvertContext, node: Node) -> Out:
+    # x << s = x * 2^s, x >> s = floor(x / 2^s), in i64 then wrapped back; shifts outside
+    # [0, width) give 0 (and -1 for a right shift of a negative signed x)
+    x, s = _int_operands(ctx, node)
+    dt = x.type.dtype
+    width = dt.bits
+    signed = dt is not DType.u8
+    s64 = ctx.cast(s, DType.i64)
+    outside = ctx.op("core.or", ctx.op("core.lt", s64, like(ctx, 0, s64)), ctx.op("core.ge", s64, like(ctx, width, s64)))
+    right = ctx.attr(node, "direction") == "RIGHT"
+    top = min(width - 1, 62) if right else width - 1
+    table = ctx.constant(np.left_shift(np.int64(1), np.arange(top + 1, dtype=np.int64)))
+    clamped = ctx.op("core.min", ctx.op("core.max", s64, like(ctx, 0, s64)), like(ctx, top, s64))
+    p = ctx.op("core.gather", table, clamped, axis=0)
+    x64 = ctx.cast(x, DType.i64)
+    zero = like(ctx, 0, x)
+    if not right:
+        return [ctx.op("core.where", outside, zero, ctx.cast(ctx.op("core.mul", x64, p), dt))]
+    shifted = ctx.cast(ctx.op("core.floordiv", x64, p), dt)
+    sign = ctx.op("core.where", ctx.op("core.lt", x, zero), like(ctx, -1, x), zero) if signed else zero
+    if width == 64:  # 2^63 is not an i64: a shift by 63 keeps only the sign
+        shifted = ctx.op("core.where", ctx.op("core.eq", s64, like(ctx, 63, s64)), sign, shifted)
+    return [ctx.op("core.where", outside, sign, shifted)]
