@@ -37,18 +37,21 @@ log = logging.getLogger(__name__)
 
 # Op types whose every node test case passes (kept honest by the conformance unit test).
 CLAIMED_OPS: tuple[str, ...] = (
-    "Abs", "Acos", "Acosh", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "Ceil", "Celu",
-    "CenterCropPad", "Clip", "Compress", "Concat", "Constant", "ConstantOfShape", "Cos", "Cosh", "CumSum",
-    "DepthToSpace", "Elu", "Erf", "Exp", "Expand", "EyeLike", "Flatten", "FlexAttention", "Floor", "Gather",
-    "Gelu", "GlobalAveragePool", "GlobalMaxPool", "GroupNormalization", "HardSigmoid", "HardSwish",
-    "Hardmax", "InstanceNormalization", "IsInf", "IsNaN", "LayerNormalization", "LeakyRelu", "Log",
-    "LogSoftmax", "LpNormalization", "Mean", "MeanVarianceNormalization", "Mish", "Neg", "Not", "Or",
-    "PRelu", "Pad", "RMSNormalization", "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSum",
-    "ReduceLogSumExp", "ReduceMean", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape",
-    "RotaryEmbedding", "Round", "Selu", "Shape", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Size",
+    "Abs", "Acos", "Acosh", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "Attention",
+    "AveragePool", "CausalConvWithState", "Ceil", "Celu", "CenterCropPad", "Clip", "Compress", "Concat",
+    "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "Cosh", "CumProd", "CumSum",
+    "DepthToSpace", "DynamicQuantizeLinear", "Einsum", "Elu", "Erf", "Exp", "Expand", "EyeLike", "Flatten",
+    "FlexAttention", "Floor", "GRU", "Gather", "GatherElements", "GatherND", "Gelu", "GlobalAveragePool",
+    "GlobalMaxPool", "GroupNormalization", "HardSigmoid", "HardSwish", "Hardmax", "InstanceNormalization",
+    "IsInf", "IsNaN", "LSTM", "LayerNormalization", "LeakyRelu", "Log", "LogSoftmax", "LpNormalization",
+    "LpPool", "Mean", "MeanVarianceNormalization", "Mish", "Neg", "NegativeLogLikelihoodLoss", "Not",
+    "OneHot", "Or", "PRelu", "Pad", "QLinearMatMul", "RMSNormalization", "RNN", "Reciprocal", "ReduceL1",
+    "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMean", "ReduceProd", "ReduceSum",
+    "ReduceSumSquare", "Relu", "Reshape", "Resize", "ReverseSequence", "RotaryEmbedding", "Round", "Scatter",
+    "ScatterElements", "ScatterND", "Selu", "Shape", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Size",
     "Softmax", "SoftmaxCrossEntropyLoss", "Softplus", "Softsign", "SpaceToDepth", "Split", "Sqrt", "Squeeze",
     "Sum", "SwiGLU", "Swish", "Tan", "Tanh", "ThresholdedRelu", "Tile", "Transpose", "Trilu", "Unsqueeze",
-    "Where", "Xor",
+    "Upsample", "Where", "Xor",
 )
 # Element kinds of the inputs ``run`` may bind as constants: integers and bools (shapes, axes, masks)
 _BOUND_KINDS = "iub"
