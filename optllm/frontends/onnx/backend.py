@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # Op types whose every node test case passes (kept honest by the conformance unit test).
 CLAIMED_OPS: tuple[str, ...] = (
     "Abs", "Acos", "Acosh", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "Attention",
-    "AveragePool", "CausalConvWithState", "Ceil", "Celu", "CenterCropPad", "Clip", "Compress", "Concat",
+    "AveragePool", "CausalConvWithState", "Ceil", "Celu", "CenterCropPad", "Clip", "Col2Im", "Compress", "Concat",
     "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "Cosh", "CumProd", "CumSum",
     "DepthToSpace", "DynamicQuantizeLinear", "Einsum", "Elu", "Erf", "Exp", "Expand", "EyeLike", "Flatten",
     "FlexAttention", "Floor", "GRU", "Gather", "GatherElements", "GatherND", "Gelu", "GlobalAveragePool",

@@ -262,3 +262,27 @@ def _conv_transpose(ctx: ConvertContext, node: Node) -> Out:
     w = Window(tuple(padded), tuple(kernel), (1,) * d, tuple(dil), (0,) * d, (0,) * d,
                tuple(p - sp + 1 for p, sp in zip(padded, span)))
     return [_conv_windows(ctx, y, wv, g, w, bias)]
+
+
+@onnx_op("Col2Im", since=18)
+def _col2im(ctx: ConvertContext, node: Node) -> Out:
+    # the adjoint of im2col: out_padded[n, c, idx[l, k]] += cols[n, c*K + k, l], as a 0/1 matmul, then crop
+    cols = ctx.need(node, 0)
+    image = ctx.ints(node, 1, "image_shape") or []
+    block = ctx.ints(node, 2, "block_shape") or []
+    if not cols.type.is_static:
+        raise FrontendError(f"Col2Im needs a static input, got {cols.type}")
+    n, ck, length = (int(d) for d in cols.type.shape)  # type: ignore[arg-type]
+    w = window(ctx, node, list(image), list(block))
+    k = int(np.prod(block))
+    c = ck // k
+    idx = window_index(w).reshape(length, k)
+    padded = w.padded()
+    m = np.zeros((k * length, int(np.prod(padded))), dtype=cols.type.dtype.to_numpy())
+    rows = (np.arange(k)[None, :] * length + np.arange(length)[:, None]).reshape(-1)
+    np.add.at(m, (rows, idx.reshape(-1)), 1)
+    flat = ctx.op("core.reshape", cols, shape=[n, c, k * length])
+    y = ctx.op("core.reshape", ctx.op("core.matmul", flat, ctx.constant(m)), shape=[n, c, *padded])
+    for a, (b, size) in enumerate(zip(w.begin, w.size)):
+        y = ctx.op("core.slice", y, axis=a + 2, start=b, end=b + size)
+    return [y]
