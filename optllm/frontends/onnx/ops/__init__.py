@@ -16,6 +16,7 @@ CONVERTER_MODULES = [
     "ops_reduce",
     "ops_logic",
     "ops_misc",
+    "ops_loss",
     "ops_pool",
     "ops_rnn",
     "ops_resize",
