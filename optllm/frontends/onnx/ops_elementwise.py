@@ -62,7 +62,13 @@ def _int_div(ctx: ConvertContext, a: Value, b: Value) -> Value:
     ca, cb = ctx.const_value(a), ctx.const_value(b)
     if ca is not None and cb is not None:
         return ctx.constant(np.trunc(ca / cb).astype(ca.dtype))
-    return ctx.op("core.floordiv", a, b)  # exact for the non-negative sizes exporters divide
+    # trunc(a / b) = floor(a / b) + 1 where the remainder is non-zero and the signs differ
+    q, r = ctx.op("core.floordiv", a, b), ctx.op("core.mod", a, b)
+    zero = ctx.constant(np.zeros((), dtype=a.type.dtype.to_numpy()))
+    one = ctx.constant(np.ones((), dtype=a.type.dtype.to_numpy()))
+    signs = ctx.op("core.ne", ctx.op("core.lt", a, zero), ctx.op("core.lt", b, zero))
+    fix = ctx.op("core.and", signs, ctx.op("core.ne", r, zero))
+    return ctx.op("core.where", fix, ctx.op("core.add", q, one), q)
 
 
 def _compare(ctx: ConvertContext, node: Node, name: str) -> Out:
@@ -130,12 +136,6 @@ def _min(ctx: ConvertContext, node: Node) -> Out:
 @converter("Sum", since=8)
 def _sum(ctx: ConvertContext, node: Node) -> Out:
     return _variadic(ctx, node, "core.add")
-
-
-@converter("Mod", since=10)
-def _mod(ctx: ConvertContext, node: Node) -> Out:
-    a, b = ctx.need(node, 0), ctx.need(node, 1)
-    return [ctx.op("core.mod", a, ctx.cast(b, a.type.dtype))]
 
 
 @converter("Clip", since=13)
