@@ -363,10 +363,73 @@ class GatherIotaTable(Pattern):
         rewriter.replace_op(match.op, out)
 
 
+def _holds_dim(v: Value, dim: object) -> bool:
+    """``v`` holds the single value ``dim``: a splat of a static dim, or arange(dim, dim + 1)."""
+    got = splat_value(v)
+    if got is not None and not isinstance(got, bool):
+        return isinstance(dim, int) and got == dim
+    op = v.owner
+    return (op is not None and op.name == "core.arange" and op.attrs["start"] == dim
+            and op.attrs["step"] == 1 and v.type.shape == (1,))
+
+
+def _scaled_iota(v: Value, size: object, stride: object) -> Value | None:
+    """The iota ``i`` of ``v = mul(i, c)`` (either order) where ``c`` holds ``stride``."""
+    op = v.owner
+    if op is None or op.name != "core.mul":
+        return None
+    for i, c in _pairs(op):
+        if _holds_dim(c, stride) and not isinstance(_iota_axis(i, size), str):
+            return i
+    return None
+
+
+def _drop_ones(shape: tuple[object, ...]) -> tuple[object, ...]:
+    return tuple(d for d in shape if d != 1)
+
+
+def _pairs(op: Operation) -> list[tuple[Value, Value]]:
+    x, y = op.operands
+    return [(x, y), (y, x)]
+
+
+class GatherFlatIota(Pattern):
+    # gather(reshape(y : [.., m, n, r..], [.., m*n, r..]), n*iota_m + iota_n, axis) -> reshape(y)  (iota_m's axis before iota_n's; x[i*n + j] = y[i, j])
+    name = "gather-flat-iota"
+    root = "core.gather"
+
+    def match(self, op: Operation) -> Match | str:
+        x, idx = op.operands
+        flat = x.owner
+        if flat is None or flat.name != "core.reshape" or idx.owner is None or idx.owner.name != "core.add":
+            return "not a gather from a reshape with an added index"
+        y, ax = flat.operands[0], op.attrs["axis"] % x.type.rank
+        ys, xs = y.type.shape, x.type.shape
+        if y.type.rank < ax + 2 or ys[:ax] != xs[:ax] or _drop_ones(ys[ax + 2:]) != _drop_ones(xs[ax + 1:]):
+            return "the reshape does not merge exactly the gathered axis and the next"
+        m, n = ys[ax], ys[ax + 1]
+        if m * n != xs[ax]:  # type: ignore[operator]
+            return "the merged axis is not the product of the two"
+        for hi, lo in _pairs(idx.owner):
+            outer = _scaled_iota(hi, m, n)
+            inner = _iota_axis(lo, n)
+            if outer is None or isinstance(inner, str):
+                continue
+            spread = [a for a in (_iota_axis(outer, m), inner) if a is not None]
+            sizes = [d for d in idx.type.shape if d != 1]
+            if spread == sorted(spread, reverse=True) and len(set(spread)) == len(spread) == len(sizes):
+                return Match(op, x=y)
+        return "the index is not n * iota(m) + iota(n) on two increasing axes"
+
+    def rewrite(self, match: Match, rewriter: Rewriter) -> None:
+        new = rewriter.create(match.op, "core.reshape", [match.x], {"shape": list(match.op.result.type.shape)})
+        rewriter.replace_op(match.op, new.result)
+
+
 PATTERNS: list[Pattern] = [
     MulOne(), DivOne(), SubZero(), AddNegZero(), NegNeg(), CastSame(), ReshapeSame(),
     ReshapeReshape(), ExpandSame(), SliceFull(), PermuteIdentity(), PermutePermute(),
-    AndTrue(), OrFalse(), GeArangeNonNegative(), IndexIota(), GatherScalarSplit(),
+    AndTrue(), OrFalse(), GeArangeNonNegative(), IndexIota(), GatherScalarSplit(), GatherFlatIota(),
 ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from optllm.ir.attributes import Dense
 from optllm.ir.ops import Operation
 from optllm.ir.values import Value
 from optllm.passes.matchers import close_to, mul_factors, operand_with_splat, producer, single_use, splat_float
@@ -109,6 +110,30 @@ class GeluFusion(Pattern):
         rewriter.replace_op(m.op, new.result)
 
 
+class DoubledGeluFusion(GeluFusion):
+    # x · (1 + erf(x/√2)) -> 2 · nn.gelu(x)  (the 0.5 already folded into the next GEMM; · 2 is exact)
+    name = "gelu-doubled"
+
+    def match(self, op: Operation) -> Match | str:
+        users = op.result.users
+        if len(users) == 1 and users[0].name == "core.mul" and single_use(op.result):
+            return "part of a larger product (the gelu pattern takes it from the root)"
+        factors = mul_factors(op.result)
+        forms = [g for g in map(_one_plus, factors) if g is not None]
+        if len(factors) != 2 or len(forms) != 1:
+            return "the product is not x · (1 + tanh(..)/erf(..))"
+        approx, x = forms[0]
+        if x not in factors or x.type != op.result.type or not x.type.dtype.is_float:
+            return "the other factor is not the activation's input (or it broadcasts)"
+        return Match(op, x=x, approximate=approx)
+
+    def rewrite(self, m: Match, rewriter: Rewriter) -> None:
+        gelu = rewriter.create(m.op, "nn.gelu", [m.x], {"approximate": m.approximate}).result
+        two = rewriter.create(m.op, "core.constant", [], {"value": Dense.from_array(2.0, m.x.type.dtype)}).result
+        new = rewriter.create(m.op, "core.mul", [gelu, two])
+        rewriter.replace_op(m.op, new.result)
+
+
 class SiluFusion(Pattern):
     # x · sigmoid(x) -> nn.silu(x)
     name = "silu"
@@ -168,5 +193,5 @@ class LinearTanh(LinearActivation):
     root = "core.tanh"
 
 
-PATTERNS: list[Pattern] = [GeluFusion(), SiluFusion()]
+PATTERNS: list[Pattern] = [GeluFusion(), DoubledGeluFusion(), SiluFusion()]
 EPILOGUE_PATTERNS: list[Pattern] = [LinearActivation(), LinearSilu(), LinearRelu(), LinearTanh()]

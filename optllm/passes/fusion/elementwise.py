@@ -118,8 +118,18 @@ class ElementwiseRegion(Pattern):
             rewriter.erase_op(op)
 
 
+def _embedding_read_once(v: Value) -> Operation | None:
+    """The ``nn.embedding`` producing ``v`` when nothing else reads it (a norm region takes the
+    row gather into its prologue, like onnxruntime's EmbedLayerNormalization)."""
+    op = v.owner
+    if op is None or op.name != "nn.embedding" or len(v.uses) != 1 or is_output(v):
+        return None
+    return op
+
+
 class NormPrologue(Pattern):
     # layer_norm(region{elementwise}(a, ..){f}, w, b) -> region{norm}(a, .., w, b){ layer_norm(f(a, ..), w, b) }
+    # (an operand a = embedding(T, ids) read only by the region enters as T, ids: the gather joins the prologue)
     name = "norm-prologue"
     root = "nn.layer_norm"
 
@@ -136,15 +146,22 @@ class NormPrologue(Pattern):
 
     def rewrite(self, m: Match, rewriter: Rewriter) -> None:
         reg: Operation = m.region
-        external: list[Value] = list(reg.operands)
-        for a in m.op.operands[1:]:
-            if all(a is not e for e in external):
-                external.append(a)
+        gathers = [_embedding_read_once(v) for v in reg.operands]  # embedding(T, ids) -> the row gather
+        external: list[Value] = []
+        for a, emb in zip([*reg.operands, *m.op.operands[1:]], gathers + [None] * (len(m.op.operands) - 1)):
+            for v in [a] if emb is None else list(emb.operands):
+                if all(v is not e for e in external):
+                    external.append(v)
         body = Graph("region", [v.type for v in external])
         inner = reg.regions[0]
-        mapping = {id(old): new for old, new in zip(inner.inputs, body.inputs)}
-        mapping.update({id(v): arg for v, arg in zip(external, body.inputs)})
+        mapping = {id(v): arg for v, arg in zip(external, body.inputs)}
         b = Builder.at_end(body)
+        for old, outer, emb in zip(inner.inputs, reg.operands, gathers):
+            if emb is None:
+                mapping[id(old)] = mapping[id(outer)]
+                continue
+            mapping[id(old)] = b.create(emb.name, [mapping[id(a)] for a in emb.operands], dict(emb.attrs),
+                                        loc=emb.loc).result
         for op in inner:
             new = b.create(op.name, [mapping[id(a)] for a in op.operands], dict(op.attrs), loc=op.loc)
             mapping[id(op.result)] = new.result
@@ -155,6 +172,9 @@ class NormPrologue(Pattern):
                                 result_types=[m.op.result.type])
         rewriter.replace_op(m.op, fused.result)
         rewriter.erase_op(reg)
+        for emb in gathers:
+            if emb is not None:
+                rewriter.erase_op(emb)
 
 
 class RmsNormPrologue(NormPrologue):

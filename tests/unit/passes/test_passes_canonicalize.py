@@ -59,6 +59,13 @@ CASES = {
     "gather-scalar-split": ("%0 = core.reshape %x {shape = [1,8]} : f32[1,8]\n"
                             "%1 = core.constant {value = dense<i64[]: 0>} : i64[]\n"
                             "%2 = core.gather %0, %1 {axis = 0} : f32[8]\nreturn %2", 0),
+    "gather-flat-iota": ("%9 = core.reshape %x {shape = [2, 4]} : f32[2,4]\n%10 = core.neg %9 : f32[2,4]\n"
+                         "%0 = core.reshape %10 {shape = [8, 1]} : f32[8,1]\n%1 = core.arange {end = 2} : i64[2]\n"
+                         "%2 = core.reshape %1 {shape = [2, 1]} : i64[2,1]\n"
+                         "%3 = core.constant {value = dense<i64[]: 4>} : i64[]\n%4 = core.mul %2, %3 : i64[2,1]\n"
+                         "%5 = core.arange {end = 4} : i64[4]\n%6 = core.add %4, %5 : i64[2,4]\n"
+                         "%7 = core.gather %0, %6 {axis = 0} : f32[2,4,1]\n"
+                         "%8 = core.reshape %7 {shape = [8]} : f32[8]\nreturn %8", 3),  # reshape, neg, reshape
 }
 
 # Identities that look right but are not exact (or not shape-preserving): nothing may change.
