@@ -28,7 +28,7 @@ from typing import ClassVar
 import numpy as np
 
 from optllm.ir.graph import Module
-from optllm.ir.ops import Operation
+from optllm.ir.ops import Operation, Trait
 from optllm.ir.values import Value
 from optllm.passes.base import Pass, PassContext, PassResult, option
 from optllm.passes.rewrite import Match, Pattern, Rewriter, apply_patterns_greedily, report_greedy
@@ -156,14 +156,56 @@ class ResidualIntoNorm(Pattern):
             return "the add goes into a GEMM epilogue instead (preferred)"
         if any(use.op is op and use.index != 0 for use in add.result.uses):
             return "the sum is also a parameter of the norm"
-        return Match(op, add=add, x=x, skip=skip)
+        # The skip norm replaces the sum for every reader, so it must be placed where all of
+        # them see it: at the add (moving constant parameters up), or at the norm when no
+        # other reader of the sum comes before the norm.
+        if all(_hoistable(p) for p in op.operands[1:]):
+            return Match(op, add=add, x=x, skip=skip, at=add)
+        if all(_comes_after(u, op) for u in add.result.users if u is not op):
+            return Match(op, add=add, x=x, skip=skip, at=op)
+        return "the sum is read before the norm, whose parameters are not constants to move up"
 
     def rewrite(self, match: Match, rewriter: Rewriter) -> None:
-        op = match.op
-        new = rewriter.create(op, SKIP_NORMS[op.name], [match.x, match.skip, *op.operands[1:]], op.attrs)
+        op, at = match.op, match.at
+        if at is match.add:
+            for p in op.operands[1:]:
+                _hoist(p, at)
+        new = rewriter.create(at, SKIP_NORMS[op.name], [match.x, match.skip, *op.operands[1:]], op.attrs)
         y, s = new.results
         rewriter.replace_op(op, y)
         rewriter.replace_op(match.add, s)
+
+
+def _hoistable(v: Value) -> bool:
+    """``v`` is a graph argument or made by an operand-free constant op (safe to move up)."""
+    return v.owner is None or (v.owner.has_trait(Trait.CONSTANT) and not v.owner.operands)
+
+
+def _hoist(v: Value, before: Operation) -> None:
+    """Move the constant op making ``v`` up to just before ``before`` unless it is already
+    above it (walking up from ``before`` finds it)."""
+    op = v.owner
+    if op is None:
+        return
+    cur = before.prev
+    while cur is not None:
+        if cur is op:
+            return
+        cur = cur.prev
+    graph = op.parent
+    assert graph is not None
+    graph.unlink(op)
+    graph.insert_before(before, op)
+
+
+def _comes_after(user: Operation, op: Operation) -> bool:
+    """``user`` (in ``op``'s graph) is placed after ``op``."""
+    cur = op.next
+    while cur is not None:
+        if cur is user:
+            return True
+        cur = cur.next
+    return False
 
 
 class ResidualIntoRmsNorm(ResidualIntoNorm):
