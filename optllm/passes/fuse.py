@@ -51,8 +51,8 @@ class Fuse(Pass):
     elementwise chains become one ``fused.region``, merged into a norm that reads one
     (``fused.region {kind = "norm"}``: a row reduction with an elementwise prologue).
     ``--debug-patterns=NAME`` tells why a candidate did not fuse (names: attention,
-    attention-gqa, rms-norm, layer-norm, gelu, silu, rope, rope-table, merge-projections,
-    linear-activation, elementwise-region, norm-prologue).
+    attention-gqa, rms-norm, rms-norm-div, layer-norm, layer-norm-div, gelu, gelu-doubled, silu,
+    rope, rope-table, merge-projections, linear-activation, elementwise-region, norm-prologue).
 
     Before::
 
