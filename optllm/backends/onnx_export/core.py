@@ -33,7 +33,9 @@ for _name, _onnx in {
     "ceil": "Ceil", "not": "Not", "add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow",
     "max": "Max", "min": "Min", "and": "And", "or": "Or", "xor": "Xor", "bitand": "BitwiseAnd",
     "eq": "Equal", "lt": "Less", "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual",
-    "where": "Where", "matmul": "MatMul", "gather_elements": "GatherElements",
+    "where": "Where", "matmul": "MatMul", "gather_elements": "GatherElements", "tan": "Tan", "asin": "Asin",
+    "acos": "Acos", "atan": "Atan", "sinh": "Sinh", "cosh": "Cosh", "asinh": "Asinh", "acosh": "Acosh",
+    "atanh": "Atanh", "round": "Round",
 }.items():
     _simple(f"core.{_name}", _onnx)
 

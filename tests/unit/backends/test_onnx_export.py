@@ -64,7 +64,8 @@ def _func(name: str, sig: str, ret: str, body: str) -> str:
 
 
 # -- core -----------------------------------------------------------------------------------------
-UNARY = ["neg", "abs", "exp", "tanh", "erf", "sigmoid", "sin", "cos", "floor", "ceil"]
+UNARY = ["neg", "abs", "exp", "tanh", "erf", "sigmoid", "sin", "cos", "floor", "ceil", "tan", "atan", "sinh", "cosh",
+         "asinh", "round"]
 
 
 @pytest.mark.parametrize("op", UNARY)
