@@ -185,28 +185,6 @@ def _op_histogram(module: Any) -> dict[str, int]:
 
 
 # -- ONNX ----------------------------------------------------------------------------------------
-def export_onnx(model: Any, kwargs: dict[str, Any], path: Path) -> None:
-    """The recipe of the module docstring: legacy exporter, opset 17, dynamic B and S."""
-    import torch
-
-    names = list(kwargs)
-
-    class Positional(torch.nn.Module):
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args: Any) -> Any:
-            out = self.inner(**dict(zip(names, args)))
-            return tuple(v for v in out.to_tuple() if isinstance(v, torch.Tensor))
-
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Positional(model), tuple(kwargs.values()), str(path), input_names=names,
-                          opset_version=17, dynamo=False, do_constant_folding=True,
-                          dynamic_axes={n: {0: "B", 1: "S"} for n in names})
-
-
 def onnx_counts(name: str, model: Any, kwargs: dict[str, Any], workdir: Path, pipeline: str) -> dict[str, Any]:
     """Node counts of the export, after onnxslim, and after ORT's transformers optimizer."""
     import onnx
@@ -214,6 +192,8 @@ def onnx_counts(name: str, model: Any, kwargs: dict[str, Any], workdir: Path, pi
     from onnxruntime.transformers.optimizer import optimize_model
 
     path = workdir / f"{name}.onnx"
+    from optllm.frontends.zoo import export_onnx
+
     export_onnx(model, kwargs, path)
     exported = onnx.load(str(path))
     slimmed = onnxslim.slim(onnx.load(str(path)))

@@ -183,3 +183,29 @@ def mean_pool(last_hidden_state: Any, attention_mask: Any) -> Any:
     summed = (h * m).sum(axis=1)
     emb = summed / np.clip(m.sum(axis=1), 1e-9, None)
     return emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
+
+
+def export_onnx(model: Any, kwargs: dict[str, Any], path: Any) -> None:
+    """Export a built-in HF model to ONNX the way the benchmarks and tests compare against
+    onnxruntime: the legacy TorchScript exporter (``dynamo=False``), opset 17, constant
+    folding, dynamic axes ``B`` and ``S`` on every input, every tensor output kept."""
+    import warnings
+
+    import torch
+
+    names = list(kwargs)
+
+    class Positional(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args: Any) -> Any:
+            out = self.inner(**dict(zip(names, args)))
+            return tuple(v for v in out.to_tuple() if isinstance(v, torch.Tensor))
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Positional(model), tuple(kwargs.values()), str(path), input_names=names,
+                          opset_version=17, dynamo=False, do_constant_folding=True,
+                          dynamic_axes={n: {0: "B", 1: "S"} for n in names})

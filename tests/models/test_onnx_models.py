@@ -9,7 +9,6 @@ optimized graph exported back to ONNX and run by onnxruntime (the round trip).
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 
 from optllm.backends.reference import run_module
 from optllm.frontends.onnx import import_onnx
-from optllm.frontends.zoo import example_kwargs, load_model
+from optllm.frontends.zoo import example_kwargs, export_onnx, load_model
 from optllm.ir.graph import Module, graph_stats
 from optllm.passes import run_pipeline
 
@@ -43,26 +42,6 @@ class Imported:
     feeds: dict[tuple[int, int], dict[str, np.ndarray]]
     session: Any
     times: dict[str, float] = field(default_factory=dict)
-
-
-def export_onnx(model: Any, kwargs: dict[str, Any], path: Path) -> None:
-    """benchmarks/graph_reduction.py's recipe: legacy exporter, opset 17, dynamic B and S."""
-    names = list(kwargs)
-
-    class Positional(torch.nn.Module):
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args: Any) -> Any:
-            out = self.inner(**dict(zip(names, args)))
-            return tuple(v for v in out.to_tuple() if isinstance(v, torch.Tensor))
-
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Positional(model), tuple(kwargs.values()), str(path), input_names=names,
-                          opset_version=17, dynamo=False, do_constant_folding=True,
-                          dynamic_axes={n: {0: "B", 1: "S"} for n in names})
 
 
 @pytest.fixture(scope="module", params=MODELS)

@@ -582,20 +582,27 @@ class ArgMax(OpDef):
         return [np.asarray(np.argmax(inputs[0], axis=attrs["axis"], keepdims=attrs["keepdim"]), dtype=np.int64)]
 
 
-@register_op
-class CumSum(OpDef):
-    """``%1 = core.cumsum %0 {axis = 1} : i64[B,S]`` — running sum along an axis."""
+class _Cumulative(OpDef):
+    """A running reduction along ``axis`` (``scan`` is numpy's cumsum or cumprod)."""
 
-    name = "core.cumsum"
     operands = ("x",)
     attrs = {"axis": attr(AttrKind.INT)}
+    scan: ClassVar[Any]
 
     def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
         norm_axis(attrs["axis"], types[0].rank)
         return [types[0]]
 
     def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
-        return [np.cumsum(inputs[0], axis=attrs["axis"], dtype=inputs[0].dtype)]
+        return [self.scan(inputs[0], axis=attrs["axis"], dtype=inputs[0].dtype)]
+
+
+@register_op
+class CumSum(_Cumulative):
+    """``%1 = core.cumsum %0 {axis = 1} : i64[B,S]`` — running sum along an axis."""
+
+    name = "core.cumsum"
+    scan = staticmethod(np.cumsum)
 
 
 # -- generators ------------------------------------------------------------------------------------
@@ -680,19 +687,11 @@ _unary("core.round", np.round, "``%1 = core.round %0 : f32[N]`` — round half t
 
 
 @register_op
-class CumProd(OpDef):
+class CumProd(_Cumulative):
     """``%1 = core.cumprod %0 {axis = 1} : f32[B,S]`` — running product along an axis."""
 
     name = "core.cumprod"
-    operands = ("x",)
-    attrs = {"axis": attr(AttrKind.INT)}
-
-    def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
-        norm_axis(attrs["axis"], types[0].rank)
-        return [types[0]]
-
-    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
-        return [np.cumprod(inputs[0], axis=attrs["axis"], dtype=inputs[0].dtype)]
+    scan = staticmethod(np.cumprod)
 
 
 def _einsum_parse(equation: str, ranks: Sequence[int]) -> tuple[list[str], str]:
