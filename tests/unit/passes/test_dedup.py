@@ -3,36 +3,20 @@ statistics) and on a real imported model (outputs unchanged, fewer nodes)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 
+import tests.unit.passes.side_effects  # noqa: F401  (registers test_passes.emit)
 from optllm.backends.reference import run_module
-from optllm.ir import Builder, DType, Graph, Module, OpDef, TensorType, graph_stats, register_op, verify_module
+from optllm.ir import Builder, DType, Graph, Module, TensorType, graph_stats, verify_module
 from optllm.ir.parser import parse_module
 from optllm.ir.printer import print_module
 from optllm.passes import run_pipeline
 from optllm.passes.dedup import Dedup, body_key, op_key, weight_twins
 
 F4 = TensorType((4,), DType.f32)
-
-
-@register_op
-class Record(OpDef):
-    """``%1 = test_dedup.record %0 : f32[4]`` — an op with a side effect (not pure)."""
-
-    name = "test_dedup.record"
-    operands = ("x",)
-    traits = frozenset()
-
-    def infer(self, types: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
-        return [types[0]]
-
-    def reference(self, inputs: Sequence[np.ndarray], attrs: Mapping[str, Any],
-                  env: Mapping[str, int]) -> list[np.ndarray]:
-        return [inputs[0]]
 
 
 def _weight(b: Builder, name: str, t: TensorType = F4) -> Any:
@@ -43,7 +27,7 @@ def test_impure_ops_and_their_users_stay_apart() -> None:
     g = Graph("forward", [F4], ["x"])
     b = Builder.at_end(g)
     x = g.inputs[0]
-    r0, r1 = b.op("test_dedup.record", x), b.op("test_dedup.record", x)
+    r0, r1 = b.op("test_passes.emit", x), b.op("test_passes.emit", x)
     g.set_outputs([b.op("core.exp", r0), b.op("core.exp", r1)])
     m = Module()
     m.add_graph(g)
@@ -58,12 +42,12 @@ def test_region_with_an_impure_body_does_not_merge() -> None:
   func @forward(%x: f32[4]) -> (f32[4], f32[4]) {
     %0 = fused.region %x : f32[4] {
       ^(%a: f32[4]):
-      %0 = test_dedup.record %a : f32[4]
+      %0 = test_passes.emit %a : f32[4]
       return %0
     }
     %1 = fused.region %x : f32[4] {
       ^(%a: f32[4]):
-      %0 = test_dedup.record %a : f32[4]
+      %0 = test_passes.emit %a : f32[4]
       return %0
     }
     return %0, %1

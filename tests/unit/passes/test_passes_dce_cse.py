@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 import numpy as np
 
+import tests.unit.passes.side_effects  # noqa: F401  (registers test_passes.emit)
 from optllm.backends.reference import run_module
-from optllm.ir import Builder, DType, Graph, Module, OpDef, TensorType, parse_module, print_module, register_op
+from optllm.ir import Builder, DType, Graph, Module, TensorType, parse_module, print_module
 from optllm.passes import run_pipeline
 from optllm.passes.cse import attr_key, op_key
 
 F4 = TensorType((4,), DType.f32)
-
-
-@register_op
-class Emit(OpDef):
-    """``%1 = test_passes.emit %0 : f32[4]`` — an op with a side effect (not pure)."""
-
-    name = "test_passes.emit"
-    operands = ("x",)
-    traits = frozenset()
-
-    def infer(self, types: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
-        return [types[0]]
-
-    def reference(self, inputs: Sequence[np.ndarray], attrs: Mapping[str, Any],
-                  env: Mapping[str, int]) -> list[np.ndarray]:
-        return [inputs[0]]
 
 
 def _weights_module() -> Module:
