@@ -1,6 +1,6 @@
 """Targets and the backends that build executables for them.
 
-``reference`` (the numpy interpreter) runs today. ``cpu`` (llvmlite + BLAS) and the CUDA
+``reference`` (the numpy interpreter) and ``cpu`` (llvmlite kernels + BLAS) run today. The CUDA
 targets are declared so that asking for them gives a clear "not implemented yet" error
 instead of a silent fallback to another backend.
 """
@@ -32,13 +32,13 @@ class Target:
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("reference", "reference", implemented=True, doc="op-by-op numpy interpreter (the oracle)"),
-    Target("cpu", "cpu", doc="llvmlite fused kernels + BLAS"),
+    Target("cpu", "cpu", implemented=True, doc="llvmlite fused kernels + BLAS"),
     Target("cuda", "cuda", "sm_80", doc="CUDA C via NVRTC/CuPy (default arch sm_80)"),
     Target("a100", "cuda", "sm_80", doc="CUDA, NVIDIA A100 (sm_80)"),
     Target("h100", "cuda", "sm_90", doc="CUDA, NVIDIA H100 (sm_90)"),
 )}
 
-_PLANNED = {"cpu": "the CPU backend (issue #5)", "cuda": "the CUDA backend (planned after quantization and pruning)"}
+_PLANNED = {"cuda": "the CUDA backend (planned after quantization and pruning)"}
 
 
 def resolve_target(name: str) -> Target:
@@ -72,6 +72,10 @@ def build(module: Module, target: str | Target, **options: Any) -> Executable:
     t = resolve_target(target) if isinstance(target, str) else target
     if t.backend == "reference":
         return ReferenceExecutable(module)
+    if t.backend == "cpu":
+        from optllm.backends.cpu import CpuExecutable
+
+        return CpuExecutable(module, **options)
     raise TargetError(
         f"target '{t.name}' needs {_PLANNED[t.backend]}, which is not implemented yet; "
         f"targets that run today: {', '.join(n for n, x in TARGETS.items() if x.implemented)}")

@@ -15,10 +15,14 @@ Only argparse is imported up front so that ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from typing import Any
 
-VERBS = ("import", "run", "stats", "export")
+from optllm.tools import build_cmd
+
+VERBS = ("import", "compile", "run", "stats", "export")
 DEFAULT_DIM = 8  # value of a symbolic dim that --dims does not bind
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -78,8 +82,11 @@ def _verb_parser() -> argparse.ArgumentParser:
     imp.add_argument("-o", "--output", required=True, metavar="OUT.oir")
     imp.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa", help="attention implementation")
     imp.add_argument("--static", action="store_true", help="keep every dim static (no B, S symbols)")
-    run = sub.add_parser("run", help="run a module with the reference executor")
-    run.add_argument("input", metavar="IN.oir")
+    comp = build_cmd.add_parser(sub)
+    run = sub.add_parser("run", help="run a module (reference executor, or --target cpu) or a build directory")
+    run.add_argument("input", metavar="IN.oir|BUILD_DIR")
+    run.add_argument("--target", default="reference", help="target for an .oir input (reference, cpu)")
+    run.add_argument("--repeat", type=int, default=1, help="run N times and print the median latency")
     run.add_argument("--inputs", default="random", metavar="random|FILE.npz",
                      help="random inputs (the default) or arrays from an .npz, by input name or position")
     run.add_argument("--dims", default="", metavar="B=1,S=128",
@@ -97,7 +104,7 @@ def _verb_parser() -> argparse.ArgumentParser:
     exp.add_argument("--opset", type=int, default=17, help="ONNX opset of the default domain (17 or newer)")
     exp.add_argument("--external-data-threshold", type=int, default=1024, metavar="BYTES",
                      help="initializers of at least this many bytes go to OUT.data (default 1024)")
-    for sp in (imp, run, stats, exp):
+    for sp in (imp, comp, run, stats, exp):
         _common(sp)
     return p
 
@@ -274,7 +281,9 @@ def _int_bound(v: Any) -> int:
                 dim = op.operands[0].type.shape[op.attrs["axis"]]
                 if isinstance(dim, int):
                     return dim
-            if op.opdef.is_free or op.name == "core.cast":
+            if op.regions:  # into a fused region: follow the matching region argument
+                frontier.append(op.regions[0].inputs[u.index])
+            elif op.opdef.is_free or op.name == "core.cast":
                 frontier.extend(op.results)
     return 100
 
@@ -336,10 +345,14 @@ def _run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from optllm.backends.reference import run_module
+    from optllm.backends import build
     from optllm.ir.io import atomic_write
 
-    module = _load(args.input)
+    if build_cmd.is_build_dir(args.input):
+        module, exe = build_cmd.load_build(args.input)
+    else:
+        module = _load(args.input)
+        exe = build(module, args.target)
     graph = module.main
     if args.inputs == "random":
         env = bind_dims([graph], parse_dims(args.dims))
@@ -349,7 +362,14 @@ def _run(args: argparse.Namespace) -> int:
         inputs = npz_inputs(graph, args.inputs)
     for v, x in zip(graph.inputs, inputs):
         print(f"input %{v.name_hint}: {x.dtype}{list(x.shape)}")
-    outs = run_module(module, inputs)
+    times = []
+    for _ in range(max(1, args.repeat)):
+        t0 = time.perf_counter()
+        outs = exe.run(inputs)
+        times.append(time.perf_counter() - t0)
+    if args.repeat > 1:
+        print(f"latency: median {statistics.median(times) * 1e3:.3f} ms over {len(times)} runs "
+              f"(first {times[0] * 1e3:.3f} ms)")
     rows = [["output", "shape", "dtype", "mean", "std", "min", "max"]]
     for i, y in enumerate(outs):
         f = np.asarray(y, dtype=np.float64) if y.size else np.zeros(1)
@@ -440,6 +460,8 @@ def _dispatch(argv: list[str]) -> int:
     if first in VERBS:
         args = _verb_parser().parse_args(argv)
         _load_plugins(args.load_pass_plugin)
+        if args.verb == "compile":
+            return build_cmd.compile_cmd(args, _load, parse_dims, bind_dims)
         return {"import": _import, "run": _run, "stats": _stats, "export": _export}[args.verb](args)
     return _optimize(_opt_parser().parse_args(argv))
 

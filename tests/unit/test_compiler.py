@@ -41,10 +41,21 @@ def test_unknown_target_lists_valid_ones() -> None:
         optllm.compile(parse_module(TINY), target="tpu")
 
 
-@pytest.mark.parametrize("target", ["cpu", "a100", "h100", "cuda"])
+@pytest.mark.parametrize("target", ["a100", "h100", "cuda"])
 def test_unimplemented_targets_say_so(target: str) -> None:
     with pytest.raises(TargetError, match="not implemented yet"):
         optllm.compile(parse_module(TINY), target=target)
+
+
+def test_compile_for_cpu_matches_reference_and_survives_save_load(tmp_path) -> None:
+    cm = optllm.compile(parse_module(TINY), target="cpu")
+    x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    y = np.ones((5, 4), np.float32)
+    np.testing.assert_allclose(cm(x, y), np.tanh(x + y), rtol=1e-6, atol=1e-7)
+    cm.save(tmp_path / "saved")
+    again = optllm.load(tmp_path / "saved")
+    assert again.target.name == "cpu"
+    np.testing.assert_allclose(again(x, y), cm(x, y), rtol=0, atol=0)
 
 
 def test_missing_onnx_file_is_a_clear_error(tmp_path) -> None:

@@ -93,6 +93,14 @@ class ScalarType(enum.Enum):
         except KeyError:
             raise KIRError(f"element type {dtype} has no kernel representation yet") from None
 
+    @staticmethod
+    def of_numpy(dtype: np.dtype) -> ScalarType:
+        """The KIR type of a numpy element type (``bool`` included)."""
+        for t in ScalarType:
+            if DType(t.value).to_numpy() == np.dtype(dtype):
+                return t
+        raise KIRError(f"numpy element type {dtype} has no kernel representation yet")
+
     def to_numpy(self) -> np.dtype:
         return DType(self.value).to_numpy()
 
@@ -356,8 +364,9 @@ PRIMITIVES: dict[str, tuple[str, ...]] = {
     "sgemm": ("trans_a", "trans_b", "m", "n", "k", "alpha", "a", "lda", "b", "ldb", "beta",
               "c", "ldc"),
 }
-"""Target-provided primitives and their argument names. Integer flags and sizes are I64
-expressions, ``alpha``/``beta`` F32, matrices ``Addr`` expressions."""
+"""Target-provided primitives and their argument names. ``trans_a``/``trans_b`` are I64 0 or 1
+(1: the operand is stored transposed), sizes and leading dims I64 (in elements), ``alpha``/
+``beta`` F32, matrices ``Addr`` expressions."""
 
 
 @dataclass(frozen=True)

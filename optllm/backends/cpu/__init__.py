@@ -1,0 +1,97 @@
+"""The ``cpu`` target: template kernels printed to LLVM IR through llvmlite, BLAS for GEMMs,
+one planned arena per input shape.
+
+``CpuExecutable(module)`` lowers the main graph for the sizes of each new input shape
+(``lower.py``, ``lower_nn.py``), compiles the kernels it needs (cached in memory and on disk
+by content), plans the arena and binds the calls (``optllm/runtime/executor.py``); later calls
+with the same sizes only patch the input and output addresses and replay the calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optllm.backends.cpu import lower_core as _lower_core  # noqa: F401  (registers the core handlers)
+from optllm.backends.cpu import lower_nn as _lower_nn  # noqa: F401  (registers the nn handlers)
+from optllm.backends.cpu.lower import CpuLoweringError, Lowering
+from optllm.backends.kernels.llvm.jit import compile_kernels
+from optllm.backends.kernels.llvm.runtime import get_num_threads
+from optllm.backends.reference import bind_symbols
+from optllm.ir.graph import Module
+from optllm.runtime.executor import BoundProgram, bind
+
+__all__ = ["CpuExecutable", "CpuLoweringError", "kernel_cache"]
+
+
+@contextlib.contextmanager
+def kernel_cache(path: Path | None) -> Iterator[None]:
+    """Point the kernel object cache at ``path`` for the duration (a build directory's own)."""
+    if path is None:
+        yield
+        return
+    old = os.environ.get("OPTLLM_CACHE_DIR")
+    os.environ["OPTLLM_CACHE_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("OPTLLM_CACHE_DIR", None)
+        else:
+            os.environ["OPTLLM_CACHE_DIR"] = old
+
+
+class CpuExecutable:
+    """The main graph of ``module`` compiled for this CPU; ``run`` takes and returns numpy arrays."""
+
+    def __init__(self, module: Module, threads: int | None = None, cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self.module = module
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.threads = threads or get_num_threads()
+        self.weights: dict[str, np.ndarray] = {}
+        self.programs: dict[tuple[tuple[str, int], ...], BoundProgram] = {}
+        self.build_seconds: dict[str, float] = {}
+        self.prepare(None)
+
+    def prepare(self, env: dict[str, int] | None) -> BoundProgram | None:
+        """Lower and bind for ``env`` (with ``None``: lower once at B=S=1-free sizes to report
+        unsupported ops at build time, not at the first call)."""
+        graph = self.module.main
+        if env is None:
+            syms = sorted({s for v in graph.inputs for d in v.type.shape if not isinstance(d, int) for s in d.symbols()})
+            env = {s: 2 for s in syms}
+            Lowering(self.module, env, self.threads, self.weights).lower(graph)  # raises on unsupported ops
+            return None
+        key = tuple(sorted(env.items()))
+        bound = self.programs.get(key)
+        if bound is None:
+            t0 = time.perf_counter()
+            lw = Lowering(self.module, env, self.threads, self.weights)
+            program = lw.lower(graph)
+            t1 = time.perf_counter()
+            with kernel_cache(self.cache_dir):
+                kernels = compile_kernels(list(lw.kernels.values()))
+            t2 = time.perf_counter()
+            bound = bind(program, kernels, checked=os.environ.get("OPTLLM_CPU_CHECKED", "") not in ("", "0"))
+            bound.kernel_names = sorted(lw.kernels)
+            self.build_seconds = {"lower": t1 - t0, "compile": t2 - t1, "bind": time.perf_counter() - t2}
+            self.programs[key] = bound
+        return bound
+
+    def run(self, inputs: Sequence[Any]) -> list[np.ndarray]:
+        arrays = [np.asarray(x) for x in inputs]
+        env = bind_symbols(self.module.main, arrays)
+        bound = self.prepare(env)
+        assert bound is not None
+        return bound.run(arrays)
+
+    def memory(self, env: dict[str, int]) -> dict[str, Any]:
+        bound = self.prepare(env)
+        assert bound is not None
+        return bound.memory.as_dict()

@@ -1,0 +1,499 @@
+"""Lower an optimized graph to a ``Program`` of template kernels for one set of concrete sizes.
+
+Each IR op becomes at most one kernel call; view ops become ``View`` arithmetic and cost
+nothing::
+
+    %15 = nn.linear %12, %13, %14 {bias = true} : f32[B,S,2304]   -> linear kernel (GEMM + bias)
+    %16, %17, %18 = core.split %15 {axis = 2, ...}                 -> three views of one storage
+    %19 = core.reshape %17 ... ; %20 = core.permute %19 ...        -> views (strides 2304, 64, 1)
+    %25 = nn.attention %24, %20, %22, %11                          -> attention kernel reading
+                                                                      the views in place
+    %26 = core.permute %25 ; %27 = core.reshape %26                -> free: attention wrote its
+                                                                      result in [B,S,H,D] order
+
+Kernels are built per op *signature* (template, element types, ranks, inner-stride kinds), not
+per size: sizes and strides are runtime arguments, so one compiled kernel serves every layer
+and every (B, S). An op with no CPU lowering raises ``CpuLoweringError`` naming it and its loc;
+there is no fallback to the reference executor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from optllm.backends.kernels.kir import I64, Binary, Cast, Const, Expr, Kernel, ScalarType
+from optllm.backends.kernels.templates.elementwise import ElementContext, Operand, Table, elementwise_kernel
+from optllm.backends.kernels.templates.gemm import gemm_blocks, linear_kernel
+from optllm.backends.kernels.templates.scalar import scalar_rule
+from optllm.ir.diagnostics import OptllmError
+from optllm.ir.graph import Graph, Module
+from optllm.ir.ops import Operation, Trait
+from optllm.ir.printer import print_op
+from optllm.ir.values import Value
+from optllm.runtime.program import Arg, Program, Step, Storage
+from optllm.runtime.views import View, broadcast_strides, collapse, contiguous_strides
+
+
+class CpuLoweringError(OptllmError):
+    """An op or a layout the CPU backend cannot lower; names the op and its loc."""
+
+
+def _op_text(op: Operation) -> str:
+    return print_op(op).strip().splitlines()[0]
+
+
+class Lowering:
+    """Builds the ``Program`` of ``graph`` at the sizes ``env``."""
+
+    def __init__(self, module: Module, env: Mapping[str, int], threads: int,
+                 weights: dict[str, np.ndarray]) -> None:
+        self.module = module
+        self.env = dict(env)
+        self.threads = threads
+        self.weights = weights  # pre-packed constants, shared by every Program of the module
+        self.program = Program()
+        self.views: dict[int, View] = {}
+        self.kernels: dict[str, Kernel] = {}
+        self._weight_storage: dict[str, Storage] = {}
+        self.err = self.program.new_storage("err", 8, what="error flag")
+
+    # -- entry ----------------------------------------------------------------------------------
+    def lower(self, graph: Graph) -> Program:
+        for v in graph.inputs:
+            shape = v.type.concrete_shape(self.env)
+            dt = v.type.dtype.to_numpy()
+            s = self.program.new_storage("input", int(np.prod(shape, dtype=np.int64)) * dt.itemsize,
+                                         index=v.index, what=f"input %{v.name_hint or v.index}")
+            view = View(s.id, 0, shape, contiguous_strides(shape), dt)
+            self.views[id(v)] = view
+            self.program.input_views.append(view)
+        for op in graph:
+            self.lower_op(op)
+        self.program.outputs = [self.views[id(v)] for v in graph.outputs]
+        return self.program
+
+    def lower_op(self, op: Operation) -> None:
+        handler = _HANDLERS.get(op.name)
+        if handler is None:
+            if op.opdef is not None and Trait.ELEMENTWISE in op.opdef.traits:
+                handler = Lowering._elementwise_op
+            else:
+                raise CpuLoweringError(f"the cpu target has no kernel for {op.name} yet\n  at {_op_text(op)}")
+        try:
+            handler(self, op)
+        except CpuLoweringError:
+            raise
+        except Exception as e:  # a template or layout failure: name the op
+            raise CpuLoweringError(f"{type(e).__name__}: {e}\n  while lowering {_op_text(op)}") from e
+
+    # -- helpers --------------------------------------------------------------------------------
+    def shape(self, v: Value) -> tuple[int, ...]:
+        return tuple(int(d) for d in v.type.concrete_shape(self.env))
+
+    def view(self, v: Value) -> View:
+        return self.views[id(v)]
+
+    def alloc(self, v: Value, what: str = "") -> View:
+        """A fresh arena storage for ``v``. When ``v``'s only reader is a permute that keeps the
+        last dim, the storage is laid out in the permuted order, so the permute (and the reshape
+        usually after it) is free."""
+        shape = self.shape(v)
+        dt = v.type.dtype.to_numpy()
+        s = self.program.new_storage("arena", int(np.prod(shape, dtype=np.int64)) * dt.itemsize, what=what)
+        users = v.users
+        if len(users) == 1 and users[0].name == "core.permute" and len(shape) > 1:
+            perm = list(users[0].attrs["perm"])
+            if perm[-1] == len(shape) - 1:
+                pshape = tuple(shape[p] for p in perm)
+                inv = [perm.index(i) for i in range(len(perm))]
+                return View(s.id, 0, pshape, contiguous_strides(pshape), dt).permute(inv)
+        return View(s.id, 0, shape, contiguous_strides(shape), dt)
+
+    def inplace(self, out: View, candidates: Sequence[View]) -> None:
+        """Let ``out``'s storage reuse the storage of the first candidate read with the same
+        layout (contiguous, same shape and element size, the whole storage). The planner accepts
+        it only if this step is that storage's last reader."""
+        so = self.program.storages[out.storage]
+        if not out.is_contiguous() or out.offset or so.kind != "arena":
+            return
+        for c in candidates:
+            sc = self.program.storages[c.storage]
+            if (sc.kind == "arena" and c.is_contiguous() and c.offset == 0 and c.shape == out.shape
+                    and c.itemsize == out.itemsize and sc.nbytes == so.nbytes):
+                so.inplace_of = sc.id
+                return
+
+    def kernel(self, k: Kernel) -> Kernel:
+        """Name a kernel by its content, so equal kernels are compiled once."""
+        named = dataclasses.replace(k, name=f"k_{dataclasses.replace(k, name='k').key()[:16]}")
+        self.kernels.setdefault(named.name, named)
+        return named
+
+    def step(self, k: Kernel, args: dict[str, Arg], op: Operation, *, checked: bool = False) -> None:
+        code = len(self.program.steps) + 1 if checked else 0
+        if checked:
+            args["err"] = Arg(View(self.err.id, 0, (1,), (1,), np.dtype(np.int64)))
+            args["code"] = Arg(value=code)
+        missing = [p.name for p in k.params if p.name not in args]
+        if missing:
+            raise CpuLoweringError(f"internal: kernel {k.name} is missing arguments {missing}\n  at {_op_text(op)}")
+        self.program.steps.append(Step(self.kernel(k), args, op, code))
+
+    def copy(self, src: View, op: Operation) -> View:
+        """A contiguous copy of ``src`` (for layouts a template cannot read in place)."""
+        s = self.program.new_storage("arena", src.numel * src.itemsize, what="copy")
+        dst = View(s.id, 0, src.shape, contiguous_strides(src.shape), src.dtype)
+        self._run_elementwise(dst, [src], lambda ctx: [ctx.let(ctx.load(0))], op)
+        return dst
+
+    def rows_of(self, v: View, op: Operation) -> tuple[View, tuple[int, int, int]]:
+        r = v.rows()
+        if r is None:
+            v = self.copy(v, op)
+            r = v.rows()
+            assert r is not None
+        return v, r
+
+    # -- elementwise ----------------------------------------------------------------------------
+    def _run_elementwise(self, out: View, inputs: Sequence[View], body: Callable[[ElementContext], Sequence[Expr]],
+                         op: Operation, *, outs: Sequence[View] = (), extra: Sequence[tuple[View, tuple[int, ...]]] = (),
+                         tables: Sequence[View] = (), collapse_dims: bool = True) -> None:
+        """One elementwise kernel: ``outs`` (default ``[out]``) over ``out``'s shape; ``inputs``
+        broadcast to it; ``extra`` inputs with explicit strides over the output dims."""
+        outs = list(outs) or [out]
+        shape = out.shape or (1,)
+        strides = [list(o.strides) or [0] for o in outs]
+        strides += [list(broadcast_strides(i, out.shape)) or [0] for i in inputs]
+        strides += [list(s) or [0] for _, s in extra]
+        if collapse_dims:
+            cshape, cstrides = collapse(shape, strides)
+        else:
+            cshape, cstrides = list(shape), strides
+        rank = len(cshape)
+        views = list(outs) + list(inputs) + [v for v, _ in extra]
+        operands = [Operand(ScalarType.of_numpy(v.dtype), _inner(s[-1])) for v, s in zip(views, cstrides)]
+        n_out = len(outs)
+        k = elementwise_kernel("k", rank, operands[:n_out], operands[n_out:], body,
+                               tables=[Table(ScalarType.of_numpy(t.dtype), t.rank) for t in tables],
+                               inner_hint=cshape[-1], doc=op.name)
+        args: dict[str, Arg] = {}
+        for i, (v, s) in enumerate(zip(views, cstrides)):
+            name = f"o{i}" if i < n_out else f"a{i - n_out}"
+            args[name] = Arg(v)
+            for d, st in enumerate(s):
+                args[f"{name}_s{d}"] = Arg(value=int(st))
+        for d, n in enumerate(cshape):
+            args[f"d{d}"] = Arg(value=int(n))
+        for t, tv in enumerate(tables):
+            args[f"g{t}"] = Arg(tv)
+            for d in range(tv.rank):
+                args[f"g{t}_s{d}"] = Arg(value=int(tv.strides[d]))
+                args[f"g{t}_n{d}"] = Arg(value=int(tv.shape[d]))
+        self.step(k, args, op, checked=bool(tables))
+
+    def _elementwise_op(self, op: Operation) -> None:
+        out = self.alloc(op.results[0], op.name)
+        rule = scalar_rule(op.name)
+        t = ScalarType.of(op.results[0].type.dtype)
+        n = len(op.operands)
+        ins = [self.view(x) for x in op.operands]
+        self._run_elementwise(out, ins, lambda ctx: [ctx.let(rule([ctx.load(i) for i in range(n)], op.attrs, t))], op)
+        self.inplace(out, ins)
+        self.views[id(op.results[0])] = out
+
+    def _region(self, op: Operation) -> None:
+        kind = op.attrs.get("kind", "generic")
+        body = op.regions[0]
+        if kind == "elementwise":
+            outs = [self.alloc(r, "region") for r in op.results]
+            self._lower_region_body(op, body, list(body.outputs), outs)
+            if len(outs) == 1:
+                self.inplace(outs[0], [self.view(x) for x in op.operands])
+            for r, o in zip(op.results, outs):
+                self.views[id(r)] = o
+            return
+        if kind == "norm":
+            self._norm_region(op)
+            return
+        raise CpuLoweringError(f"fused.region kind={kind!r} has no cpu template yet\n  at {_op_text(op)}")
+
+    def _lower_region_body(self, op: Operation, body: Graph, results: Sequence[Value], outs: Sequence[View]) -> None:
+        """The body ops computing ``results`` as one elementwise kernel over ``outs[0]``'s shape.
+        Gathers (nn.embedding, core.gather) read their table argument at their ids argument."""
+        out_shape = outs[0].shape
+        arg_views = [self.view(x) for x in op.operands]
+        inputs: list[View] = []
+        extra: list[tuple[View, tuple[int, ...]]] = []
+        tables: list[View] = []
+        plan: list[tuple[str, Any]] = []  # how each body op is evaluated
+
+        def operand_index(v: Value, strides: tuple[int, ...] | None = None) -> int:
+            if not v.is_arg:
+                raise CpuLoweringError(f"a gather inside a fused region must read its ids and table "
+                                       f"from region arguments\n  at {_op_text(op)}")
+            av = arg_views[v.index]
+            if strides is None:
+                inputs.append(av)
+                return len(inputs) - 1
+            extra.append((av, strides))
+            return -len(extra)
+
+        needed: set[int] = set()
+        stack = [r for r in results if not r.is_arg]
+        while stack:  # only the ops the results depend on (a norm region's norm is not one)
+            o = stack.pop().owner
+            if o is not None and id(o) not in needed:
+                needed.add(id(o))
+                stack.extend(x for x in o.operands if not x.is_arg)
+        for bop in body:
+            if id(bop) not in needed:
+                continue
+            if bop.name in ("nn.embedding", "core.gather"):
+                table, ids = bop.operands
+                axis = 0 if bop.name == "nn.embedding" else bop.attrs["axis"] % table.type.rank
+                tv = arg_views[table.index] if table.is_arg else None
+                if tv is None:
+                    raise CpuLoweringError(f"a gather inside a fused region must read its table from a "
+                                           f"region argument\n  at {_op_text(op)}")
+                gshape = self.shape(bop.results[0])
+                iv = arg_views[ids.index] if ids.is_arg else None
+                if iv is None:
+                    operand_index(ids)
+                ids_rank = len(self.shape(ids))
+                gstrides = [0] * axis + list(iv.strides) + [0] * (len(gshape) - axis - ids_rank)
+                pseudo = View(iv.storage, iv.offset, gshape, tuple(gstrides), iv.dtype)
+                ids_slot = operand_index(ids, broadcast_strides(pseudo, out_shape))
+                tables.append(tv)
+                lead = len(out_shape) - len(gshape)
+                plan.append(("gather", (bop, len(tables) - 1, ids_slot, axis, ids_rank, lead)))
+            else:
+                plan.append(("ew", bop))
+        loaded: dict[int, int] = {}
+        for bop_kind, item in plan:
+            if bop_kind == "ew":
+                for x in item.operands:
+                    if x.is_arg and id(x) not in loaded:
+                        loaded[id(x)] = operand_index(x)
+
+        def build(ctx: ElementContext) -> list[Expr]:
+            vals: dict[int, Expr] = {}
+            n_in = len(inputs)
+
+            def arg(slot: int) -> Expr:
+                return ctx.let(ctx.load(slot if slot >= 0 else n_in + (-slot - 1)))
+
+            for v_id, slot in loaded.items():
+                vals[v_id] = arg(slot)
+            for bop_kind, item in plan:
+                if bop_kind == "gather":
+                    bop, t, ids_slot, axis, ids_rank, lead = item
+                    ids_val = arg(ids_slot)
+                    tshape_rank = tables[t].rank
+                    idx: list[Expr | tuple[Expr, bool]] = []
+                    for d in range(tshape_rank):
+                        if d < axis:
+                            idx.append(ctx.index(lead + d))
+                        elif d == axis:
+                            idx.append((ids_val, bop.name == "core.gather"))
+                        else:
+                            idx.append(ctx.index(lead + d - 1 + ids_rank))
+                    vals[id(bop.results[0])] = ctx.let(ctx.gather(t, idx))
+                else:
+                    rule = scalar_rule(item.name)
+                    t_out = ScalarType.of(item.results[0].type.dtype)
+                    vals[id(item.results[0])] = ctx.let(rule([vals[id(x)] for x in item.operands], item.attrs, t_out))
+            return [vals[id(r)] for r in results]
+
+        self._run_elementwise(outs[0], inputs, build, op, outs=outs, extra=extra, tables=tables,
+                              collapse_dims=not tables)
+
+    # -- the rest is filled in by _HANDLERS below ----------------------------------------------
+
+
+def _inner(stride: int) -> str:
+    return "contig" if stride == 1 else "bcast" if stride == 0 else "strided"
+
+
+_HANDLERS: dict[str, Callable[[Lowering, Operation], None]] = {}
+
+
+def handler(*names: str) -> Callable[[Callable[[Lowering, Operation], None]], Callable[[Lowering, Operation], None]]:
+    def deco(fn: Callable[[Lowering, Operation], None]) -> Callable[[Lowering, Operation], None]:
+        for n in names:
+            _HANDLERS[n] = fn
+        return fn
+    return deco
+
+
+handler("fused.region")(Lowering._region)
+
+
+def _scalar_const(value: Any, t: ScalarType) -> Const:
+    return Const(float(value) if t.is_float else int(value), t)
+
+
+@handler("core.weight", "core.constant")
+def _constant(lw: Lowering, op: Operation) -> None:
+    key = op.attrs["name"] if op.name == "core.weight" else f"__const_{id(op)}"
+    if key not in lw.weights:
+        arr = lw.module.constants[key] if op.name == "core.weight" else op.attrs["value"].to_array()
+        lw.weights[key] = aligned_copy(np.asarray(arr))
+    arr = lw.weights[key]
+    if key not in lw._weight_storage:
+        lw._weight_storage[key] = lw.program.new_storage("weight", arr.nbytes, array=arr, what=key)
+    s = lw._weight_storage[key]
+    shape = tuple(arr.shape)
+    lw.views[id(op.results[0])] = View(s.id, 0, shape, contiguous_strides(shape), arr.dtype)
+
+
+def aligned_copy(arr: np.ndarray, align: int = 64) -> np.ndarray:
+    """A C-contiguous copy of ``arr`` whose data starts on an ``align``-byte boundary."""
+    buf = np.empty(arr.nbytes + align, dtype=np.uint8)
+    start = (-buf.ctypes.data) % align
+    out = buf[start:start + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+    out[...] = arr
+    return out
+
+
+@handler("core.reshape")
+def _reshape(lw: Lowering, op: Operation) -> None:
+    src = lw.view(op.operands[0])
+    shape = lw.shape(op.results[0])
+    out = src.reshape(shape)
+    if out is None:
+        out = lw.copy(src, op).reshape(shape)
+    lw.views[id(op.results[0])] = out
+
+
+@handler("core.permute")
+def _permute(lw: Lowering, op: Operation) -> None:
+    lw.views[id(op.results[0])] = lw.view(op.operands[0]).permute(op.attrs["perm"])
+
+
+@handler("core.expand")
+def _expand(lw: Lowering, op: Operation) -> None:
+    lw.views[id(op.results[0])] = lw.view(op.operands[0]).expand(lw.shape(op.results[0]))
+
+
+@handler("core.slice")
+def _slice(lw: Lowering, op: Operation) -> None:
+    src = lw.view(op.operands[0])
+    axis = op.attrs["axis"] % src.rank
+    start = int(_dim(op.attrs["start"], lw.env))
+    stop = min(int(_dim(op.attrs["end"], lw.env)), src.shape[axis])
+    lw.views[id(op.results[0])] = src.slice(axis, min(start, src.shape[axis]), stop, op.attrs["step"])
+
+
+@handler("core.split")
+def _split(lw: Lowering, op: Operation) -> None:
+    src = lw.view(op.operands[0])
+    axis = op.attrs["axis"] % src.rank
+    start = 0
+    for r in op.results:
+        n = lw.shape(r)[axis]
+        lw.views[id(r)] = src.slice(axis, start, start + n)
+        start += n
+
+
+def _dim(d: Any, env: Mapping[str, int]) -> int:
+    from optllm.ir.symbolic import evaluate
+
+    return int(d) if isinstance(d, int) else int(evaluate(d, env))
+
+
+@handler("core.concat")
+def _concat(lw: Lowering, op: Operation) -> None:
+    out = lw.alloc(op.results[0], "concat")
+    axis = op.attrs["axis"] % out.rank
+    start = 0
+    for x in op.operands:
+        src = lw.view(x)
+        n = src.shape[axis]
+        dst = out.slice(axis, start, start + n)
+        lw._run_elementwise(dst, [src], lambda ctx: [ctx.let(ctx.load(0))], op)
+        start += n
+    lw.views[id(op.results[0])] = out
+
+
+@handler("core.arange")
+def _arange(lw: Lowering, op: Operation) -> None:
+    out = lw.alloc(op.results[0], "arange")
+    t = ScalarType.of(op.results[0].type.dtype)
+    start = _dim(op.attrs["start"], lw.env)
+    step = int(op.attrs["step"])
+
+    def body(ctx: ElementContext) -> list[Expr]:
+        i = ctx.index(0)
+        val: Expr = Binary("add", Const(start, I64), Binary("mul", i, Const(step, I64)))
+        return [ctx.let(val if t == I64 else Cast(val, t))]
+
+    lw._run_elementwise(out, [], body, op, collapse_dims=False)
+    lw.views[id(op.results[0])] = out
+
+
+@handler("core.full")
+def _full(lw: Lowering, op: Operation) -> None:
+    out = lw.alloc(op.results[0], "full")
+    t = ScalarType.of(op.results[0].type.dtype)
+    lw._run_elementwise(out, [], lambda ctx: [_scalar_const(op.attrs["value"], t)], op)
+    lw.views[id(op.results[0])] = out
+
+
+@handler("nn.embedding", "core.gather")
+def _gather(lw: Lowering, op: Operation) -> None:
+    out = lw.alloc(op.results[0], op.name)
+    table, ids = (lw.view(x) for x in op.operands)
+    axis = 0 if op.name == "nn.embedding" else op.attrs["axis"] % table.rank
+    ids_rank = ids.rank
+    strides = (0,) * axis + ids.strides + (0,) * (out.rank - axis - ids_rank)
+
+    def body(ctx: ElementContext) -> list[Expr]:
+        idx: list[Expr | tuple[Expr, bool]] = []
+        for d in range(table.rank):
+            if d < axis:
+                idx.append(ctx.index(d))
+            elif d == axis:
+                idx.append((ctx.let(ctx.load(0)), op.name == "core.gather"))
+            else:
+                idx.append(ctx.index(d - 1 + ids_rank))
+        return [ctx.let(ctx.gather(0, idx))]
+
+    lw._run_elementwise(out, [], body, op, extra=[(ids, strides)], tables=[table], collapse_dims=False)
+    lw.views[id(op.results[0])] = out
+
+
+@handler("nn.linear")
+def _linear(lw: Lowering, op: Operation) -> None:
+    a = op.attrs
+    x, (m, x_rs, k) = lw.rows_of(lw.view(op.operands[0]), op)
+    w = lw.view(op.operands[1])
+    if w.strides[-1] != 1:
+        w = lw.copy(w, op)
+    n = w.shape[0] if a["transpose_w"] else w.shape[1]
+    out = lw.alloc(op.results[0], "linear")
+    out_rows = out.rows()
+    if out_rows is None:  # the permuted-layout trick does not fit a GEMM output
+        s = lw.program.new_storage("arena", out.numel * out.itemsize, what="linear")
+        out = View(s.id, 0, out.shape, contiguous_strides(out.shape), out.dtype)
+        out_rows = out.rows()
+        assert out_rows is not None
+    args: dict[str, Arg] = {"out": Arg(out), "x": Arg(x), "w": Arg(w), "m": Arg(value=m), "n": Arg(value=n),
+                            "k": Arg(value=k), "x_rs": Arg(value=x_rs), "w_ld": Arg(value=w.strides[0]),
+                            "out_rs": Arg(value=out_rows[1])}
+    rest = list(op.operands[2:])
+    if a["bias"]:
+        args["bias"] = Arg(lw.view(rest.pop(0)))
+    if a["residual"]:
+        res, (_, res_rs, _) = lw.rows_of(lw.view(rest.pop(0)), op)
+        args["res"] = Arg(res)
+        args["res_rs"] = Arg(value=res_rs)
+    bm, bn = gemm_blocks(m, n, lw.threads)
+    args["bm"], args["bn"] = Arg(value=bm), Arg(value=bn)
+    k_ = linear_kernel("k", ScalarType.of(op.results[0].type.dtype), transpose_w=a["transpose_w"], bias=a["bias"],
+                       activation=a["activation"], residual=a["residual"])
+    lw.step(k_, args, op)
+    lw.views[id(op.results[0])] = out

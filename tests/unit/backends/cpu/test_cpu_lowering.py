@@ -1,0 +1,199 @@
+"""The cpu target on hand-written modules: every lowering rule against the reference executor,
+free views, the permuted-layout trick, in-place planning, checked gathers and clear errors."""
+
+from __future__ import annotations
+
+import itertools
+import textwrap
+
+import numpy as np
+import pytest
+
+from optllm.backends import build
+from optllm.backends.cpu import CpuExecutable, CpuLoweringError
+from optllm.backends.reference import InputError, run_module
+from optllm.ir import Module, parse_module
+from optllm.runtime.executor import RuntimeFault
+
+RTOL, ATOL = 1e-5, 1e-5
+
+
+def _module(body: str, sig: str, outs: str, weights: dict[str, np.ndarray] | None = None) -> Module:
+    text = f"module @m {{\n  func @forward({sig}) -> ({outs}) {{\n{textwrap.indent(textwrap.dedent(body), '    ')}  }}\n}}\n"
+    m = parse_module(text)
+    for name, arr in (weights or {}).items():
+        m.constants.add(arr, name)
+    return m
+
+
+def _check(m: Module, inputs: list[np.ndarray], rtol: float = RTOL, atol: float = ATOL) -> CpuExecutable:
+    exe = CpuExecutable(m)
+    got = exe.run(inputs)
+    want = run_module(m, inputs)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        if w.dtype.kind in "biu":
+            np.testing.assert_array_equal(g, w)
+        else:
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+    return exe
+
+
+RNG = np.random.default_rng(0)
+
+
+def _f32(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def test_elementwise_broadcast_and_views_cost_no_kernel() -> None:
+    m = _module("""\
+        %0 = core.permute %x {perm = [0, 2, 1]} : f32[B,4,S]
+        %1 = core.add %0, %b : f32[B,4,S]
+        %2 = core.reshape %1 {shape = [B, 4*S]} : f32[B,4*S]
+        return %2
+        """, "%x: f32[B,S,4], %b: f32[4,1]", "f32[B,4*S]")
+    exe = _check(m, [_f32(2, 5, 4), _f32(4, 1)])
+    bound = next(iter(exe.programs.values()))
+    assert [s.op.name for s in bound.program.steps] == ["core.add"]
+
+
+def test_fused_region_with_gathers_and_checked_ids() -> None:
+    table = _f32(10, 8)
+    m = _module("""\
+        %t = core.weight {name = "table"} : f32[10,8]
+        %0 = fused.region %t, %ids, %x {kind = "elementwise"} : f32[B,S,8] {
+          ^(%a: f32[10,8], %i: i64[B,S], %y: f32[B,S,8]):
+          %0 = nn.embedding %a, %i : f32[B,S,8]
+          %1 = core.mul %0, %y : f32[B,S,8]
+          %2 = nn.gelu %1 : f32[B,S,8]
+          return %2
+        }
+        return %0
+        """, "%ids: i64[B,S], %x: f32[B,S,8]", "f32[B,S,8]", {"table": table})
+    ids = RNG.integers(0, 10, (3, 7))
+    exe = _check(m, [ids, _f32(3, 7, 8)])
+    bad = ids.copy()
+    bad[1, 2] = 10
+    with pytest.raises(RuntimeFault, match=r"index out of range(.|\n)*fused.region"):
+        exe.run([bad, _f32(3, 7, 8)])
+    exe.run([ids, _f32(3, 7, 8)])  # the error flag was reset
+
+
+@pytest.mark.parametrize("transpose_w,bias,activation,residual",
+                         list(itertools.product([False, True], [False, True], ["none", "gelu", "gelu_tanh", "silu", "relu", "tanh"], [False, True]))[::3])
+def test_linear_epilogues(transpose_w: bool, bias: bool, activation: str, residual: bool) -> None:
+    k, n = 24, 40
+    w = _f32(n, k) if transpose_w else _f32(k, n)
+    operands = ["%x", "%w"] + (["%b"] if bias else []) + (["%r"] if residual else [])
+    wtype = f"f32[{n},{k}]" if transpose_w else f"f32[{k},{n}]"
+    m = _module(f"""\
+        %w = core.weight {{name = "w"}} : {wtype}
+        %b = core.weight {{name = "b"}} : f32[{n}]
+        %y = nn.linear {", ".join(operands)} {{transpose_w = {str(transpose_w).lower()}, bias = {str(bias).lower()}, activation = "{activation}", residual = {str(residual).lower()}}} : f32[B,S,{n}]
+        return %y
+        """, f"%x: f32[B,S,{k}], %r: f32[B,S,{n}]", f"f32[B,S,{n}]", {"w": w, "b": _f32(n)})
+    _check(m, [_f32(2, 9, k), _f32(2, 9, n)])
+
+
+def test_linear_reads_a_strided_row_view() -> None:
+    m = _module("""\
+        %w = core.weight {name = "w"} : f32[8,6]
+        %a, %c = core.split %x {axis = 2, sizes = [8, 4]} : f32[B,S,8], f32[B,S,4]
+        %y = nn.linear %a, %w : f32[B,S,6]
+        return %y
+        """, "%x: f32[B,S,12]", "f32[B,S,6]", {"w": _f32(8, 6)})
+    _check(m, [_f32(3, 5, 12)])
+
+
+def test_attention_output_is_written_in_the_permuted_layout() -> None:
+    m = _module("""\
+        %q = core.permute %x {perm = [0, 2, 1, 3]} : f32[B,2,S,8]
+        %o = nn.attention %q, %q, %q {causal = true} : f32[B,2,S,8]
+        %p = core.permute %o {perm = [0, 2, 1, 3]} : f32[B,S,2,8]
+        %r = core.reshape %p {shape = [B, S, 16]} : f32[B,S,16]
+        return %r
+        """, "%x: f32[B,S,2,8]", "f32[B,S,16]")
+    exe = _check(m, [_f32(2, 11, 2, 8)])
+    bound = next(iter(exe.programs.values()))
+    assert [s.op.name for s in bound.program.steps] == ["nn.attention"]  # no copy for the reshape
+
+
+def test_norms_in_place_and_memory_plan_meets_the_bound() -> None:
+    m = _module("""\
+        %g = core.weight {name = "g"} : f32[16]
+        %b = core.weight {name = "b"} : f32[16]
+        %0 = core.mul %x, %x : f32[B,S,16]
+        %1 = nn.layer_norm %0, %g, %b : f32[B,S,16]
+        %2, %3 = nn.skip_layer_norm %1, %x, %g, %b : f32[B,S,16], f32[B,S,16]
+        %4 = nn.rms_norm %2, %g {eps = 1e-06} : f32[B,S,16]
+        %5 = core.add %4, %3 : f32[B,S,16]
+        return %5
+        """, "%x: f32[B,S,16]", "f32[B,S,16]", {"g": _f32(16), "b": _f32(16)})
+    exe = _check(m, [_f32(2, 33, 16)])
+    mem = exe.memory({"B": 2, "S": 33})
+    assert mem["arena_bytes"] <= 1.07 * mem["lower_bound"]
+    bound = next(iter(exe.programs.values()))
+    assert bound.plan.shared  # at least one result reuses its input's bytes
+
+
+def test_new_shapes_get_their_own_plan_and_reuse_kernels() -> None:
+    m = _module("""\
+        %0 = nn.softmax %x {axis = -1} : f32[B,S,S]
+        return %0
+        """, "%x: f32[B,S,S]", "f32[B,S,S]")
+    exe = _check(m, [_f32(1, 5, 5)])
+    _check(m, [_f32(3, 7, 7)])
+    exe.run([_f32(3, 7, 7)])
+    assert len(exe.programs) == 2
+    names = [b.kernel_names for b in exe.programs.values()]
+    assert names[0] == names[1]
+
+
+def test_outputs_that_alias_inputs_or_each_other_are_private_copies() -> None:
+    m = _module("""\
+        %0 = core.reshape %x {shape = [B*S]} : f32[B*S]
+        %1 = core.neg %x : f32[B,S]
+        %2 = core.permute %1 {perm = [1, 0]} : f32[S,B]
+        return %0, %1, %2
+        """, "%x: f32[B,S]", "f32[B*S], f32[B,S], f32[S,B]")
+    x = _f32(3, 4)
+    keep = x.copy()
+    outs = build(m, "cpu").run([x])
+    x[...] = 0  # the outputs must not be views of the caller's input
+    np.testing.assert_array_equal(outs[0], keep.reshape(-1))
+    np.testing.assert_array_equal(outs[1], -keep)
+    np.testing.assert_array_equal(outs[2], -keep.T)
+
+
+def test_unsupported_op_fails_at_build_time_naming_it() -> None:
+    m = _module("""\
+        %0 = core.cumsum %x {axis = 1} : f32[B,S]
+        return %0
+        """, "%x: f32[B,S]", "f32[B,S]")
+    with pytest.raises(CpuLoweringError, match=r"no kernel for core.cumsum.*\n.*%0 = core.cumsum"):
+        CpuExecutable(m)
+
+
+def test_bad_inputs_are_rejected_before_any_kernel_runs() -> None:
+    m = _module("""\
+        %0 = core.neg %x : f32[B,S]
+        return %0
+        """, "%x: f32[B,S]", "f32[B,S]")
+    exe = CpuExecutable(m)
+    with pytest.raises(InputError, match="element type f32"):
+        exe.run([np.zeros((2, 3), np.float64)])
+    with pytest.raises(InputError, match="rank 2"):
+        exe.run([np.zeros((2, 3, 1), np.float32)])
+
+
+def test_checked_mode_runs_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPTLLM_CPU_CHECKED", "1")
+    m = _module("""\
+        %0 = core.exp %x : f32[B,S]
+        %1 = core.sub %0, %x : f32[B,S]
+        return %1
+        """, "%x: f32[B,S]", "f32[B,S]")
+    exe = _check(m, [_f32(4, 9)])
+    assert next(iter(exe.programs.values())).guards is not None
