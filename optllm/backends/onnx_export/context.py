@@ -192,6 +192,13 @@ class Emitter:
             return self.one(op_type, [x, self.const(np.asarray(list(axes), np.int64))], out, keepdims=int(keepdims))
         return self.one(op_type, [x], out, axes=list(axes), keepdims=int(keepdims))
 
+    def lower_mask(self, shape: str) -> str:
+        """A bool tensor of ``shape`` (its last two dims square) true on and below the diagonal."""
+        from onnx import TensorProto, numpy_helper
+
+        ones = self.one("ConstantOfShape", [shape], value=numpy_helper.from_array(np.ones(1, np.float32)))
+        return self.one("Cast", [self.one("Trilu", [ones], upper=0)], to=TensorProto.BOOL)
+
     def call(self, base: str, in_types: Sequence[TensorType], ins: Sequence[str], outs: Sequence[str],
              body: Callable[[Emitter, list[str], list[str]], None]) -> None:
         """Define (or reuse) the function ``body`` and call it."""

@@ -33,7 +33,7 @@ for _name, _onnx in {
     "ceil": "Ceil", "not": "Not", "add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow",
     "max": "Max", "min": "Min", "and": "And", "or": "Or", "xor": "Xor", "bitand": "BitwiseAnd",
     "eq": "Equal", "lt": "Less", "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual",
-    "where": "Where", "matmul": "MatMul", "gather_elements": "GatherElements", "tan": "Tan", "asin": "Asin",
+    "where": "Where", "matmul": "MatMul", "tan": "Tan", "asin": "Asin",
     "acos": "Acos", "atan": "Atan", "sinh": "Sinh", "cosh": "Cosh", "asinh": "Asinh", "acosh": "Acosh",
     "atanh": "Atanh", "round": "Round",
 }.items():
@@ -74,9 +74,12 @@ def _mod(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
     if not op.result.type.dtype.is_float:
         e.one("Mod", ins, outs[0], fmod=0)
         return
-    # Python's x mod y for floats: x - floor(x / y) * y
-    q = e.one("Floor", [e.one("Div", ins)])
-    e.one("Sub", [ins[0], e.one("Mul", [q, ins[1]])], outs[0])
+    # Python's (numpy's) x mod y for floats: r = fmod(x, y); r + y where r != 0 and sign(r) != sign(y)
+    r = e.one("Mod", ins, fmod=1)
+    zero = e.scalar(0, op.result.type.dtype)
+    differ = e.one("Xor", [e.one("Less", [r, zero]), e.one("Less", [ins[1], zero])])
+    fix = e.one("And", [e.one("Not", [e.one("Equal", [r, zero])]), differ])
+    e.one("Where", [fix, e.one("Add", [r, ins[1]]), r], outs[0])
 
 
 @_op("core.cast")
@@ -91,7 +94,9 @@ def _constant(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> Non
 
 @_op("core.reshape")
 def _reshape(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
-    e.one("Reshape", [ins[0], e.shape(op.attrs["shape"])], outs[0])
+    # the IR's shape is literal: a static 0 is an empty dim, not ONNX's "copy the input dim"
+    zero = any(isinstance(d, int) and d == 0 for d in op.attrs["shape"])
+    e.one("Reshape", [ins[0], e.shape(op.attrs["shape"])], outs[0], allowzero=1 if zero else None)
 
 
 @_op("core.expand")
@@ -134,19 +139,6 @@ def _split(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
         start = end
 
 
-@_op("core.gather")
-def _gather(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
-    e.one("Gather", ins, outs[0], axis=op.attrs["axis"])
-
-
-@_op("core.index")
-def _index(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
-    # x[i] on one axis with integer indices is Gather; more index tensors or bool masks are not lowered
-    if len(ins) != 2 or not op.operands[1].type.dtype.is_int:
-        raise ExportError("no ONNX lowering for advanced indexing with several or boolean index tensors", op)
-    e.one("Gather", ins, outs[0], axis=op.attrs["axes"][0])
-
-
 _REDUCE = {"sum": "ReduceSum", "mean": "ReduceMean", "max": "ReduceMax", "min": "ReduceMin",
            "prod": "ReduceProd"}
 
@@ -174,9 +166,55 @@ def _argmax(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
     e.one("ArgMax", ins, outs[0], axis=op.attrs["axis"], keepdims=int(op.attrs["keepdim"]))
 
 
+@_op("core.topk")
+def _topk(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    # sorted, ties broken towards the lower index, as onnxruntime's TopK does
+    k = e.const(np.asarray([op.attrs["k"]], np.int64))
+    e.node("TopK", [ins[0], k], outs, axis=op.attrs["axis"], largest=int(op.attrs["largest"]), sorted=1)
+
+
 @_op("core.cumsum")
 def _cumsum(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
     e.one("CumSum", [ins[0], e.const(np.asarray(op.attrs["axis"], np.int64))], outs[0])
+
+
+@_op("core.cumprod")
+def _cumprod(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    axis = op.attrs["axis"] % op.result.type.rank
+    if e.opset >= 26:
+        e.one("CumProd", [ins[0], e.const(np.asarray(axis, np.int64))], outs[0])
+        return
+    # before CumProd (opset 26): y[..., i] = prod_j where(j <= i, x[..., j], 1), the axis moved last
+    rank = op.result.type.rank
+    perm = [*(d for d in range(rank) if d != axis), axis]
+    x = ins[0] if axis == rank - 1 else e.one("Transpose", ins, perm=perm)
+    n = e.one("Shape", ins, start=axis, end=axis + 1)
+    keep = e.lower_mask(e.one("Concat", [n, n], axis=0))
+    rows = e.one("Where", [keep, e.one("Unsqueeze", [x, e.const(np.asarray([-2], np.int64))]),
+                           e.scalar(1, op.result.type.dtype)])
+    if axis == rank - 1:
+        e.reduce("ReduceProd", rows, [-1], False, outs[0])
+        return
+    inverse = [perm.index(d) for d in range(rank)]
+    e.one("Transpose", [e.reduce("ReduceProd", rows, [-1], False)], outs[0], perm=inverse)
+
+
+_EINSUM_TYPES = (DType.f32, DType.f64, DType.i32, DType.i64)  # what onnxruntime's Einsum kernel takes
+
+
+@_op("core.einsum")
+def _einsum(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    dt = op.result.type.dtype
+    eq = op.attrs["equation"]
+    if dt in _EINSUM_TYPES:
+        e.one("Einsum", ins, outs[0], equation=eq)
+        return
+    if not dt.is_float:
+        raise ExportError(f"no ONNX lowering for einsum over {dt.name} (onnxruntime takes f32/f64/i32/i64)", op)
+    # f16/bf16: computed in f32 and rounded once, as the reference does
+    f32 = onnx_dtype(DType.f32)
+    y = e.one("Einsum", [e.one("Cast", [x], to=f32) for x in ins], equation=eq)
+    e.one("Cast", [y], outs[0], to=onnx_dtype(dt))
 
 
 @_op("core.arange")

@@ -12,6 +12,7 @@ from optllm.ir.ops import Operation
 
 def check_lowerable(module: Module) -> None:
     """Fail before writing anything when an op (nested ones included) has no ONNX lowering."""
+    import optllm.backends.onnx_export.indexing  # noqa: F401  (registers the gather/index/scatter lowerings)
     import optllm.backends.onnx_export.nn  # noqa: F401  (registers the nn and fused lowerings)
 
     for op in module.walk():

@@ -189,20 +189,13 @@ def _attention(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> No
         s = f.one("MatMul", [f.one("Mul", [q, f.scalar(scale, dt)]), f.one("Transpose", [k], perm=perm)])
         neg_inf = f.scalar(-np.inf, dt)
         if op.attrs["causal"]:
-            ones = f.one("ConstantOfShape", [f.one("Shape", [s], start=-2)], value=_one_f32())
-            keep = f.one("Cast", [f.one("Trilu", [ones], upper=0)], to=9)  # 9 = BOOL
+            keep = f.lower_mask(f.one("Shape", [s], start=-2))
             s = f.one("Where", [keep, s, neg_inf])
         if has_mask:
             s = f.one("Where", [i[3], s, neg_inf]) if bool_mask else f.one("Add", [s, i[3]])
         f.one("MatMul", [f.one("Softmax", [s], axis=-1), v], o[0])
 
     e.call("attention", types, ins, outs, body)
-
-
-def _one_f32() -> object:
-    from onnx import numpy_helper
-
-    return numpy_helper.from_array(np.ones(1, np.float32))
 
 
 def _repeat_heads(f: Emitter, x: str, rank: int, rep: int) -> str:

@@ -140,12 +140,14 @@ class BackendRep(_OnnxBackendRep):
         from optllm.backends.reference import run_module
 
         arrays = [np.asarray(x) for x in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
-        if self.module is not None:
-            return tuple(run_module(self.module, arrays))
-        module, keep = self._module_for(arrays)
+        module, keep = self.module_for(arrays)
         return tuple(run_module(module, [arrays[i] for i in keep]))
 
-    def _module_for(self, arrays: Sequence[np.ndarray]) -> tuple[Module, list[int]]:
+    def module_for(self, arrays: Sequence[np.ndarray]) -> tuple[Module, list[int]]:
+        """The module that runs on ``arrays`` and the positions of the arrays it takes as inputs
+        (all of them when the model imported as is; else the inputs left free by binding)."""
+        if self.module is not None:
+            return self.module, list(range(len(arrays)))
         key = b"".join(a.tobytes() + str((a.dtype, a.shape)).encode() for a in arrays if _shape_like(a))
         if key in self._bound:
             return self._bound[key]

@@ -66,6 +66,14 @@ def load_node_cases(ops: Sequence[str] | None = None) -> list[Any]:
     return [c for c in cases if case_op(c) in set(ops)]
 
 
+def cases_by_op(ops: Sequence[str]) -> dict[str, list[Any]]:
+    """The node test cases of ``ops``, grouped by the op each tests (every op keyed, maybe empty)."""
+    by_op: dict[str, list[Any]] = {op: [] for op in ops}
+    for case in load_node_cases(ops):
+        by_op[case_op(case)].append(case)
+    return by_op
+
+
 # test-name prefixes that abbreviate the op
 _ALIASES = {"sce": "SoftmaxCrossEntropyLoss", "nllloss": "NegativeLogLikelihoodLoss"}
 
@@ -154,6 +162,14 @@ def compare(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], rtol: float, a
     return None
 
 
+def load_data_sets(case: Any) -> list[tuple[list[np.ndarray], list[np.ndarray]]] | None:
+    """The case's (inputs, expected outputs) pairs as arrays; None when some are not plain tensors."""
+    sets = [([_normalize(x) for x in ins], [_normalize(y) for y in outs]) for ins, outs in case.data_sets]
+    if not all(_is_plain(x) for ins, outs in sets for x in [*ins, *outs]):
+        return None
+    return sets
+
+
 def run_case(case: Any, timeout: float = 30.0) -> CaseResult:
     """Run one node test case through our ``Backend`` and classify the outcome."""
     from optllm.backends.reference import ExecutionError
@@ -161,8 +177,8 @@ def run_case(case: Any, timeout: float = 30.0) -> CaseResult:
     from optllm.frontends.onnx.backend import Backend
 
     op = case_op(case)
-    sets = [([_normalize(x) for x in ins], [_normalize(y) for y in outs]) for ins, outs in case.data_sets]
-    if not all(_is_plain(x) for ins, outs in sets for x in [*ins, *outs]):
+    sets = load_data_sets(case)
+    if sets is None:
         return CaseResult(case.name, op, SKIP, "sequence, optional, map or string data")
     try:
         with time_limit(timeout), np.errstate(all="ignore"):

@@ -126,6 +126,23 @@ def test_integer_division_and_mod(tmp_path: Path) -> None:
           tmp_path, gens={0: signed, 1: nonzero}, opset=18)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_float_mod_edge_cases(tmp_path: Path) -> None:
+    # numpy's mod: the sign of y, x mod inf = x (or inf against the sign), inf or 0 divisors give nan
+    special = np.asarray([5.5, -5.5, np.inf, -np.inf, 0.0, 7.0, -7.0, 3.0, np.nan, 1e30], np.float32)
+    pick: Gen = lambda rng, s: rng.choice(special, size=s)  # noqa: E731
+    body = "    %0 = core.mod %x, %y : f32[B,S]\n    return %0"
+    check(_func("f", "%x: f32[B,S], %y: f32[B,S]", "f32[B,S]", body), tmp_path, gens={0: pick, 1: pick})
+
+
+def test_topk_ties_keep_the_lower_index(tmp_path: Path) -> None:
+    body = """    %0, %1 = core.topk %x {k = 3, axis = -1, largest = true} : f32[B,3], i64[B,3]
+    %2, %3 = core.topk %x {k = 2, axis = 0, largest = false} : f32[2,6], i64[2,6]
+    return %0, %1, %2, %3"""
+    ties: Gen = lambda rng, s: rng.integers(0, 3, size=s).astype(np.float32)  # noqa: E731
+    check(_func("f", "%x: f32[B,6]", "f32[B,3], i64[B,3], f32[2,6], i64[2,6]", body), tmp_path, gens={0: ties})
+
+
 def test_views_with_symbolic_shapes(tmp_path: Path) -> None:
     body = """    %0 = core.reshape %x {shape = [B,S,2,3]} : f32[B,S,2,3]
     %1 = core.permute %0 {perm = [0, 2, 1, 3]} : f32[B,2,S,3]
@@ -150,6 +167,80 @@ def test_gather_index_embedding(tmp_path: Path) -> None:
     return %0, %1, %2, %3"""
     check(_func("f", "%t: f32[4,3], %i: i64[B,S], %j: i64[2,3]", "f32[B,S,3], f32[B,S,3], f32[B,S,3], f32[2,3]",
                 body), tmp_path)
+
+
+def _ints(lo: int, hi: int, dtype: Any = np.int64) -> Gen:
+    return lambda rng, shape: rng.integers(lo, hi, size=shape).astype(dtype)
+
+
+def test_advanced_indexing_is_gathernd(tmp_path: Path) -> None:
+    # x[i, j] on leading axes and x[:, i, j] inside, with i32/i64 indices broadcast together, negatives too
+    body = """    %0 = core.index %x, %i, %k {axes = [0, 1]} : f32[B,S,6]
+    %1 = core.index %x, %j, %k {axes = [1, 2]} : f32[5,B,S]
+    return %0, %1"""
+    model = check(_func("f", "%x: f32[5,4,6], %i: i64[B,S], %j: i64[B,S], %k: i32[S]", "f32[B,S,6], f32[5,B,S]",
+                        body), tmp_path, gens={1: _ints(-5, 5), 2: _ints(-4, 4), 3: _ints(-4, 4, np.int32)})
+    assert [n.op_type for n in model.graph.node].count("GatherND") == 2
+
+
+def test_gather_elements_keeps_its_axis(tmp_path: Path) -> None:
+    body = "    %0 = core.gather_elements %x, %i {axis = 1} : f32[3,2]\n    return %0"
+    check(_func("f", "%x: f32[3,4], %i: i64[3,2]", "f32[3,2]", body), tmp_path, gens={1: _ints(-4, 4)})
+
+
+def _distinct(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return np.stack([rng.permutation(4)[: shape[1]] for _ in range(shape[0])])  # no duplicate per row
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+def test_scatters(reduction: str, tmp_path: Path) -> None:
+    body = f"""    %0 = core.scatter_elements %x, %i, %u {{axis = 1, reduction = "{reduction}"}} : f32[3,4]
+    %1 = core.scatter_nd %x, %n, %v {{reduction = "{reduction}"}} : f32[3,4]
+    return %0, %1"""
+    rows = lambda rng, shape: rng.permutation(3)[: shape[0]].reshape(shape).astype(np.int32)  # noqa: E731
+    model = check(_func("f", "%x: f32[3,4], %i: i64[3,2], %u: f32[3,2], %n: i32[2,1], %v: f32[2,4]",
+                        "f32[3,4], f32[3,4]", body), tmp_path, gens={1: _distinct, 3: rows}, opset=18)
+    assert {n.op_type for n in model.graph.node} >= {"ScatterElements", "ScatterND"}
+
+
+def test_scatter_max_needs_opset_18(tmp_path: Path) -> None:
+    body = '    %0 = core.scatter_nd %x, %n, %v {reduction = "max"} : f32[3,4] loc("head.scatter")\n    return %0'
+    module = parse_module(_func("f", "%x: f32[3,4], %n: i64[2,1], %v: f32[2,4]", "f32[3,4]", body))
+    with pytest.raises(ExportError, match=r"'core.scatter_nd' at loc\(\"head.scatter\"\): .*'max' needs ONNX opset 18"):
+        export_onnx(module, tmp_path / "m.onnx", opset=17)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_einsum(tmp_path: Path) -> None:
+    # f16 goes through f32 (onnxruntime has no f16 Einsum); small integers keep it exact
+    body = """    %0 = core.einsum %a, %b {equation = "bij,bjk->bik"} : f32[B,3,5]
+    %1 = core.einsum %a {equation = "...ii->...i"} : f32[B,3]
+    %2 = core.einsum %h, %h {equation = "ij,kj"} : f16[2,2]
+    %3 = core.einsum %n {equation = "ij->"} : i64[]
+    return %0, %1, %2, %3"""
+    small = lambda rng, shape: rng.integers(-3, 4, size=shape).astype(np.float16)  # noqa: E731
+    model = check(_func("f", "%a: f32[B,3,3], %b: f32[B,3,5], %h: f16[2,4], %n: i64[2,3]",
+                        "f32[B,3,5], f32[B,3], f16[2,2], i64[]", body), tmp_path, gens={2: small})
+    assert [n.op_type for n in model.graph.node].count("Einsum") == 4
+
+
+@pytest.mark.parametrize("opset", [17, 26])
+def test_cumprod(opset: int, tmp_path: Path) -> None:
+    # opset 26 has CumProd; before it, a masked ReduceProd over a [.., n, n] broadcast
+    body = """    %0 = core.cumprod %x {axis = 1} : f32[B,S,3]
+    %1 = core.cumprod %x {axis = -1} : f32[B,S,3]
+    %2 = core.cumprod %i {axis = 0} : i32[B,S,3]
+    return %0, %1, %2"""
+    model = check(_func("f", "%x: f32[B,S,3], %i: i32[B,S,3]", "f32[B,S,3], f32[B,S,3], i32[B,S,3]", body),
+                  tmp_path, gens={1: _ints(-3, 4, np.int32)}, opset=opset)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("CumProd") == (3 if opset >= 26 else 0)
+
+
+def test_reshape_to_an_empty_dim(tmp_path: Path) -> None:
+    # a literal 0 in the IR's shape is an empty dim, not ONNX's "copy the input dim" (allowzero)
+    body = "    %0 = core.reshape %x {shape = [3, 0, 2]} : f32[3,0,2]\n    return %0"
+    check(_func("f", "%x: f32[0,6]", "f32[3,0,2]", body), tmp_path)
 
 
 def test_reductions(tmp_path: Path) -> None:

@@ -13,17 +13,12 @@ import pytest
 pytest.importorskip("onnx")
 
 from optllm.frontends.onnx.backend import CLAIMED_OPS  # noqa: E402
-from optllm.frontends.onnx.conformance import PASS, load_node_cases, run_case  # noqa: E402
+from optllm.frontends.onnx.conformance import PASS, cases_by_op, run_case  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def claimed_cases() -> dict[str, list[Any]]:
-    from optllm.frontends.onnx.conformance import case_op
-
-    by_op: dict[str, list[Any]] = {op: [] for op in CLAIMED_OPS}
-    for case in load_node_cases(CLAIMED_OPS):
-        by_op[case_op(case)].append(case)
-    return by_op
+    return cases_by_op(CLAIMED_OPS)
 
 
 def test_claimed_ops_are_real_onnx_ops() -> None:
