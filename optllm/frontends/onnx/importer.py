@@ -3,8 +3,9 @@
 Steps: read the protobuf without its external data; check opsets, element types, missing
 inputs and converters for every node, and report all problems in one ``FrontendError``;
 inline local functions; run ONNX shape inference (to check converted types); register
-initializers as lazily read constants (external data is read with numpy from its file,
-offset and length on first use, so models over 2 GB import); turn dynamic input dims into
+initializers as lazily read constants (external data is memory-mapped with numpy from its
+file, offset and length on first use, never passing through a protobuf, so models over 2 GB
+import and only the pages used are read); turn dynamic input dims into
 symbols; convert the nodes in order through the converter table; drop what only shape
 arithmetic used.
 """
@@ -187,17 +188,20 @@ def _external_loader(t: Any, base_dir: Path, source: str) -> Any:
     name = t.name
 
     def load() -> np.ndarray:
+        # memory-mapped read-only: pages are read when touched, so a tensor of any size costs
+        # no memory up front and a gather reads only its rows
+        nbytes = count * np_dtype.itemsize
         try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(count * np_dtype.itemsize)
+            size = path.stat().st_size
+            if offset + nbytes > size:
+                raise FrontendError(f"{source}: initializer '{name}': external data '{path}' is truncated "
+                                    f"(wanted {nbytes} bytes at offset {offset}, the file has {size})")
+            if count == 0:
+                return np.empty(shape, np_dtype)
+            arr = np.memmap(path, dtype=np_dtype.newbyteorder("<"), mode="r", offset=offset, shape=shape)
         except OSError as e:
             raise FrontendError(f"{source}: initializer '{name}': cannot read external data '{path}': {e}") from None
-        if len(data) != count * np_dtype.itemsize:
-            raise FrontendError(f"{source}: initializer '{name}': external data '{path}' is truncated "
-                                f"(wanted {count * np_dtype.itemsize} bytes at offset {offset}, got {len(data)})")
-        arr = np.frombuffer(data, dtype=np_dtype.newbyteorder("<")).reshape(shape)
-        return arr.astype(np_dtype, copy=True)
+        return arr if arr.dtype == np_dtype else arr.astype(np_dtype)  # big-endian hosts: a converted copy
 
     return load
 

@@ -219,3 +219,38 @@ def test_opset_range(opset: int) -> None:
     d = x - x.mean(-1, keepdims=True)
     want = np.exp(d) / np.exp(d).sum(-1, keepdims=True)
     np.testing.assert_allclose(run_module(imp.module, [x])[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_external_data_over_2gb_is_memory_mapped(tmp_path: Path) -> None:
+    # a 2.2 GB f32 table in a sparse file (no disk, no time): zeros but for a few rows written at
+    # known offsets; Gather reads three rows, so only their pages are touched
+    rows, width = 550_000, 1000
+    nbytes = rows * width * 4
+    assert nbytes > 2**31
+    data = tmp_path / "table.bin"
+    special = {7: 1.5, 123_456: -2.0, rows - 1: 3.25}
+    with open(data, "wb") as f:
+        f.truncate(nbytes)
+        for row, value in special.items():
+            f.seek(row * width * 4)
+            f.write(np.arange(width, dtype="<f4").__mul__(value).tobytes())
+    table = TensorProto(name="table", data_type=F, dims=[rows, width], data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", data.name), ("offset", "0"), ("length", str(nbytes))):
+        entry = table.external_data.add()
+        entry.key, entry.value = key, value
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["y"], axis=0, name="lookup")]
+    m = _model(nodes, [helper.make_tensor_value_info("ids", I64, ["N"])],
+               [helper.make_tensor_value_info("y", F, ["N", width])], inits=[table])
+    path = tmp_path / "big.onnx"
+    onnx.save(m, str(path))
+    imp = import_onnx(path)
+    (name,) = imp.module.constants.names()
+    arr = imp.module.constants[name]
+    assert isinstance(arr, np.memmap) and arr.shape == (rows, width) and not arr.flags.writeable
+    ids = np.asarray([7, 0, 123_456, rows - 1], np.int64)
+    (y,) = run_module(imp.module, [ids])
+    want = np.zeros((4, width), np.float32)
+    for i, row in enumerate(ids):
+        want[i] = np.arange(width, dtype=np.float32) * special.get(row, 0.0)
+    np.testing.assert_array_equal(y, want)
+    assert data.stat().st_blocks * 512 < 2**20, "the table file stays sparse"
