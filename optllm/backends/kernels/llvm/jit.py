@@ -233,3 +233,19 @@ def _optimize(module: Any, tm: Any) -> None:
     pm = pb.getModulePassManager()
     pm.run(module, pb)
     cache_stats.optimizer_runs += 1
+
+
+def optimized_ir(kernels: Sequence[Kernel]) -> str:
+    """The O3-optimised LLVM IR of ``kernels`` for the host (for inspection and tests)."""
+    import llvmlite.binding as llvm
+
+    from optllm.backends.kernels.llvm.codegen import emit_module
+
+    for k in kernels:
+        verify_kernel(k)
+    tm = _target_machine()
+    module = llvm.parse_assembly(emit_module(kernels))
+    module.triple = tm.triple
+    module.data_layout = str(tm.target_data)
+    _optimize(module, tm)
+    return str(module)
