@@ -27,6 +27,7 @@ import numpy as np
 from optllm.backends.kernels.llvm.jit import CompiledKernel
 from optllm.ir.diagnostics import OptllmError
 from optllm.ir.printer import print_op
+from optllm.runtime.native import run_calls
 from optllm.runtime.planner import BufferRequest, MemoryPlan, plan_memory
 from optllm.runtime.program import Program
 from optllm.runtime.views import View
@@ -71,6 +72,8 @@ class BoundProgram:
     err: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
     guards: list[tuple[int, int, str]] | None = None
     kernel_names: list[str] = field(default_factory=list)
+    fn_table: Any = None  # int64[n]: kernel entry points, in call order
+    slot_table: Any = None  # int64[n]: addresses of the slot arrays
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         prog = self.program
@@ -90,8 +93,7 @@ class BoundProgram:
         if self.guards is not None:
             self._run_checked(out_arrays)
         else:
-            for fn, slots in self.calls:
-                fn(slots)
+            run_calls(len(self.calls), self.fn_table, self.slot_table)
         if self.err[0]:
             code = int(self.err[0])
             self.err[0] = 0
@@ -195,6 +197,7 @@ def bind(program: Program, kernels: Mapping[str, CompiledKernel], *, checked: bo
                                                           sum(s.nbytes for s in program.storages if s.kind == "weight"),
                                                           len(requests)), plan, err=err)
     bound._arena_raw = arena_raw  # type: ignore[attr-defined]  # keeps the allocation alive
+    addrs: list[tuple[int, int]] = []
     for step in program.steps:
         k = step.kernel
         slots = (ctypes.c_int64 * max(1, len(k.params)))()
@@ -212,6 +215,10 @@ def bind(program: Program, kernels: Mapping[str, CompiledKernel], *, checked: bo
             else:
                 slots[i] = int(a.value)  # type: ignore[arg-type]
         bound.calls.append((kernels[k.name]._fn, slots))
+        addrs.append((kernels[k.name].address, ctypes.addressof(slots)))
+    n = max(1, len(addrs))
+    bound.fn_table = (ctypes.c_int64 * n)(*[a for a, _ in addrs])
+    bound.slot_table = (ctypes.c_int64 * n)(*[b for _, b in addrs])
     bound.bind_seconds = time.perf_counter() - t0  # type: ignore[attr-defined]
     if checked:
         bound.guards = [(plan.offsets[r.id] + r.nbytes, GUARD, program.storages[r.id].what) for r in requests]

@@ -39,6 +39,16 @@ class Case:
     impl: str
     model: Any
     imported: Imported
+    _optimized: Any = None
+
+    def optimized(self) -> Any:
+        """The imported module after the ``default`` pipeline (computed once per case)."""
+        if self._optimized is None:
+            from optllm.passes import run_pipeline
+
+            self._optimized = self.imported.module.clone()
+            run_pipeline(self._optimized, "default")
+        return self._optimized
 
 
 CASES = [(name, impl) for name in BUILTIN for impl in ("sdpa", "eager")]
@@ -169,3 +179,28 @@ def test_default_pipeline_keeps_outputs_and_fuses(case: Case) -> None:
     for key, r, o in zip(want, ref, opt):
         np.testing.assert_allclose(o, r, rtol=RTOL, atol=ATOL, err_msg=f"{key}: optimized vs unoptimized")
         np.testing.assert_allclose(o, want[key].numpy(), rtol=RTOL, atol=ATOL, err_msg=f"{key}: vs torch eager")
+
+
+CPU_RTOL, CPU_ATOL = 1e-4, 1e-5
+
+
+def test_cpu_target_matches_reference(case: Case) -> None:
+    """The optimized module compiled for the cpu target vs the reference executor on the
+    unoptimized import, within rtol 1e-4 (atol 1e-5): at a padded shape, and (sdpa imports) at
+    an unpadded longer one. One CpuExecutable serves both shapes (one plan each)."""
+    from optllm.backends.cpu import CpuExecutable
+
+    set_attn_implementation(case.model, case.impl)
+    exe = CpuExecutable(case.optimized())
+    shapes = [(3, 11, 3)] + ([(1, 64, 0)] if case.impl == "sdpa" else [])
+    for batch, seq, pad in shapes:
+        kwargs = example_kwargs(case.model, batch, seq, pad=pad)
+        inputs = [t.numpy() for t in case.imported.signature.flatten_inputs((), kwargs)]
+        ref = run_module(case.imported.module, inputs)
+        got = exe.run(inputs)
+        for i, (g, r) in enumerate(zip(got, ref)):
+            diff = np.abs(g.astype(np.float64) - r)
+            norm_rel = float(np.linalg.norm(diff) / np.linalg.norm(r))
+            print(f"{case.name}/{case.impl} {batch}x{seq} output {i}: max abs {diff.max():.2e}, "
+                  f"norm-wise rel {norm_rel:.2e}")
+            np.testing.assert_allclose(g, r, rtol=CPU_RTOL, atol=CPU_ATOL, err_msg=f"output {i}: cpu vs reference")
