@@ -302,6 +302,9 @@ class Lowering:
                         else:
                             idx.append(ctx.index(lead + d - 1 + ids_rank))
                     vals[id(bop.results[0])] = ctx.let(ctx.gather(t, idx))
+                elif item.name in ("core.constant", "core.full"):  # a scalar splat inside the body
+                    t_out = ScalarType.of(item.results[0].type.dtype)
+                    vals[id(item.results[0])] = _scalar_const(_splat_value(item), t_out)
                 else:
                     rule = scalar_rule(item.name)
                     t_out = ScalarType.of(item.results[0].type.dtype)
@@ -330,6 +333,16 @@ def handler(*names: str) -> Callable[[Callable[[Lowering, Operation], None]], Ca
 
 
 handler("fused.region")(Lowering._region)
+
+
+def _splat_value(op: Operation) -> Any:
+    """The single value of a constant or ``core.full`` inside a region body."""
+    if op.name == "core.full":
+        return op.attrs["value"]
+    arr = op.attrs["value"].to_array()
+    if arr.size == 1 or (arr.size and (arr == arr.flat[0]).all()):
+        return arr.flat[0].item()
+    raise CpuLoweringError(f"a non-uniform constant inside a fused region has no cpu lowering yet\n  at {_op_text(op)}")
 
 
 def _scalar_const(value: Any, t: ScalarType) -> Const:
