@@ -74,7 +74,8 @@ def _tensor_loader(handle: Any, key: str, dtype: DType) -> Callable[[], np.ndarr
 
 
 _ST_DTYPES = {"F64": DType.f64, "F32": DType.f32, "F16": DType.f16, "BF16": DType.bf16, "I64": DType.i64,
-              "I32": DType.i32, "I16": DType.i16, "I8": DType.i8, "U8": DType.u8, "BOOL": DType.bool}
+              "I32": DType.i32, "I16": DType.i16, "I8": DType.i8, "U8": DType.u8, "U16": DType.u16,
+              "U32": DType.u32, "U64": DType.u64, "BOOL": DType.bool}
 # safetensors has no int4: i4 tensors are stored as I8 and listed under this metadata key.
 _I4_KEY = "optllm.i4"
 

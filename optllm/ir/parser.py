@@ -213,7 +213,9 @@ class Parser:
         if len(values) != n:
             raise self.error(f"dense<{ty}> needs {n} values, got {len(values)}", start)
         try:
-            arr = np.array(values, dtype=np.float64 if ty.dtype.is_float else None)
+            # unsigned values past 2^63 would become float64 without their dtype (they are range-checked)
+            arr = np.array(values, dtype=np.float64 if ty.dtype.is_float else
+                           ty.dtype.to_numpy() if ty.dtype.is_unsigned else None)
             return Dense.from_array(arr.reshape(shape), ty.dtype)
         except (ValueError, TypeError, OverflowError) as e:
             raise self.error(f"bad dense values: {e}", start) from None

@@ -28,6 +28,9 @@ class DType(enum.Enum):
     i16 = "i16"
     i8 = "i8"
     u8 = "u8"
+    u16 = "u16"
+    u32 = "u32"
+    u64 = "u64"
     i4 = "i4"
     bool = "bool"
 
@@ -40,7 +43,12 @@ class DType(enum.Enum):
 
     @property
     def is_int(self) -> builtins.bool:
-        return self in (DType.i64, DType.i32, DType.i16, DType.i8, DType.u8, DType.i4)
+        return self in (DType.i64, DType.i32, DType.i16, DType.i8, DType.u8, DType.u16, DType.u32, DType.u64,
+                        DType.i4)
+
+    @property
+    def is_unsigned(self) -> builtins.bool:
+        return self in (DType.u8, DType.u16, DType.u32, DType.u64)
 
     @property
     def bits(self) -> int:
@@ -81,12 +89,13 @@ class DType(enum.Enum):
 
 _BITS = {
     DType.f64: 64, DType.f32: 32, DType.f16: 16, DType.bf16: 16, DType.i64: 64, DType.i32: 32,
-    DType.i16: 16, DType.i8: 8, DType.u8: 8, DType.i4: 4, DType.bool: 8,
+    DType.i16: 16, DType.i8: 8, DType.u8: 8, DType.u16: 16, DType.u32: 32, DType.u64: 64, DType.i4: 4,
+    DType.bool: 8,
 }
 _NUMPY = {
     DType.f64: np.float64, DType.f32: np.float32, DType.f16: np.float16, DType.i64: np.int64,
-    DType.i32: np.int32, DType.i16: np.int16, DType.i8: np.int8, DType.u8: np.uint8,
-    DType.bool: np.bool_,
+    DType.i32: np.int32, DType.i16: np.int16, DType.i8: np.int8, DType.u8: np.uint8, DType.u16: np.uint16,
+    DType.u32: np.uint32, DType.u64: np.uint64, DType.bool: np.bool_,
 }
 
 

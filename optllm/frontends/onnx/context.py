@@ -31,8 +31,8 @@ _INLINE_LIMIT = 16  # constants with at most this many elements are inline core.
 
 # onnx.TensorProto.DataType -> DType
 ONNX_DTYPES: dict[int, DType] = {
-    1: DType.f32, 2: DType.u8, 3: DType.i8, 5: DType.i16, 6: DType.i32, 7: DType.i64,
-    9: DType.bool, 10: DType.f16, 11: DType.f64, 16: DType.bf16,
+    1: DType.f32, 2: DType.u8, 3: DType.i8, 4: DType.u16, 5: DType.i16, 6: DType.i32, 7: DType.i64,
+    9: DType.bool, 10: DType.f16, 11: DType.f64, 12: DType.u32, 13: DType.u64, 16: DType.bf16,
 }
 
 

@@ -77,7 +77,7 @@ def _bitnot(ctx: ConvertContext, node: Node) -> Out:
     x = ctx.need(node, 0)
     if not x.type.dtype.is_int:
         raise FrontendError(f"BitwiseNot needs an integer operand, got {x.type}")
-    ones = -1 if x.type.dtype is not DType.u8 else 255
+    ones = 2**x.type.dtype.bits - 1 if x.type.dtype.is_unsigned else -1
     return [ctx.op("core.sub", like(ctx, ones, x), x)]
 
 
@@ -105,25 +105,27 @@ def _isinf(ctx: ConvertContext, node: Node) -> Out:
 
 @onnx_op("BitShift")
 def _bitshift(ctx: ConvertContext, node: Node) -> Out:
-    # x << s = x * 2^s, x >> s = floor(x / 2^s), in i64 then wrapped back; shifts outside
-    # [0, width) give 0 (and -1 for a right shift of a negative signed x)
+    # x << s = x * 2^s, x >> s = floor(x / 2^s), in i64 (u64 for u64) then wrapped back; shifts
+    # outside [0, width) give 0 (and -1 for a right shift of a negative signed x)
     x, s = _int_operands(ctx, node)
     dt = x.type.dtype
     width = dt.bits
-    signed = dt is not DType.u8
-    s64 = ctx.cast(s, DType.i64)
+    signed = not dt.is_unsigned
+    wide = DType.u64 if dt is DType.u64 else DType.i64  # holds every value of dt
+    s64 = ctx.cast(s, DType.i64)  # u64 shifts of 2^63 or more turn negative: outside either way
     outside = ctx.op("core.or", ctx.op("core.lt", s64, like(ctx, 0, s64)), ctx.op("core.ge", s64, like(ctx, width, s64)))
     right = ctx.attr(node, "direction") == "RIGHT"
-    top = min(width - 1, 62) if right else width - 1
-    table = ctx.constant(np.left_shift(np.int64(1), np.arange(top + 1, dtype=np.int64)))
+    top = min(width - 1, 62) if right and wide is DType.i64 else width - 1
+    np_wide = wide.to_numpy()
+    table = ctx.constant(np.left_shift(np.ones((), np_wide), np.arange(top + 1).astype(np_wide)))
     clamped = ctx.op("core.min", ctx.op("core.max", s64, like(ctx, 0, s64)), like(ctx, top, s64))
     p = ctx.op("core.gather", table, clamped, axis=0)
-    x64 = ctx.cast(x, DType.i64)
+    x64 = ctx.cast(x, wide)
     zero = like(ctx, 0, x)
     if not right:
         return [ctx.op("core.where", outside, zero, ctx.cast(ctx.op("core.mul", x64, p), dt))]
     shifted = ctx.cast(ctx.op("core.floordiv", x64, p), dt)
     sign = ctx.op("core.where", ctx.op("core.lt", x, zero), like(ctx, -1, x), zero) if signed else zero
-    if width == 64:  # 2^63 is not an i64: a shift by 63 keeps only the sign
+    if wide is dt is DType.i64:  # 2^63 is not an i64: a shift by 63 keeps only the sign
         shifted = ctx.op("core.where", ctx.op("core.eq", s64, like(ctx, 63, s64)), sign, shifted)
     return [ctx.op("core.where", outside, sign, shifted)]

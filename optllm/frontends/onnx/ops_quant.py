@@ -22,7 +22,8 @@ from optllm.ir import DType, Value
 Node = Any
 Out = list[Value | None]
 
-_RANGE = {DType.u8: (0, 255), DType.i8: (-128, 127), DType.i16: (-32768, 32767), DType.i32: (-2**31, 2**31 - 1)}
+_RANGE = {DType.u8: (0, 255), DType.i8: (-128, 127), DType.u16: (0, 65535), DType.i16: (-32768, 32767),
+          DType.i32: (-2**31, 2**31 - 1)}
 
 
 def _broadcast(ctx: ConvertContext, p: Value, x: Value, axis: int, block: int) -> Value:

@@ -8,7 +8,7 @@ original model (the expected outputs where onnxruntime cannot run it or disagree
 some are printed to four digits). f16 and bf16 outputs get one unit of their precision
 (2^-10, 2^-7) instead, since onnxruntime's fp16 softmax rounds differently by one ulp.
 
-The full set runs (about 1,160 cases, 25-40 s on one core). The cases that cannot round-trip
+The full set runs (about 1,270 cases, 30-50 s on one core). The cases that cannot round-trip
 are listed in ``NO_ROUNDTRIP`` with the reason; the test fails when one of them starts passing
 (update the table) or when any other case fails.
 """
@@ -28,6 +28,7 @@ from optllm.frontends.onnx.conformance import PASS, cases_by_op  # noqa: E402
 
 _BF16_KERNEL = "onnxruntime's CPU provider has no bfloat16 kernel for {}"
 _BF16_FEED = "onnxruntime's Python API cannot take a bfloat16 numpy array as an input"
+_INT_KERNEL = "onnxruntime's CPU provider has no {} kernel for {}"
 
 # case name -> why its round trip cannot be checked in onnxruntime
 NO_ROUNDTRIP: dict[str, str] = {
@@ -43,6 +44,12 @@ NO_ROUNDTRIP: dict[str, str] = {
     "test_einsum_sum_bfloat16": _BF16_FEED,
     "test_einsum_transpose_bfloat16": _BF16_FEED,
     "test_reversesequence_bfloat16": _BF16_FEED,
+    # BitShift and integer Div select with Where, which onnxruntime lacks for these types
+    **{f"test_bitshift_{d}_{t}": _INT_KERNEL.format(t, "Where") for d in ("left", "right")
+       for t in ("int16", "uint16", "uint64")},
+    **{f"test_div_{t}": _INT_KERNEL.format(t, "Where") for t in ("int16", "uint16", "uint64")},
+    **{f"test_{op}_{t}": _INT_KERNEL.format(t, op.title()) for op in ("max", "min") for t in ("int16", "uint16")},
+    "test_top_k_uint64": _INT_KERNEL.format("uint64", "TopK"),
 }
 
 

@@ -254,3 +254,31 @@ def test_external_data_over_2gb_is_memory_mapped(tmp_path: Path) -> None:
         want[i] = np.arange(width, dtype=np.float32) * special.get(row, 0.0)
     np.testing.assert_array_equal(y, want)
     assert data.stat().st_blocks * 512 < 2**20, "the table file stays sparse"
+
+
+@pytest.mark.parametrize("elem", [TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64])
+def test_unsigned_integers(elem: int) -> None:
+    from onnx.reference import ReferenceEvaluator
+
+    # shifts, bitwise not, add/sub that wrap, min/max and compares on the full unsigned range
+    dt = helper.tensor_dtype_to_np_dtype(elem)
+    top = np.iinfo(dt).max
+    x = np.asarray([0, 1, 5, top // 2 + 1, top - 1, top], dt)
+    s = np.asarray([0, 1, 3, 1, np.iinfo(dt).bits - 1, 2], dt)
+    names = ["shl", "shr", "not", "sum", "diff", "big", "less"]
+    nodes = [helper.make_node("BitShift", ["x", "s"], ["shl"], direction="LEFT"),
+             helper.make_node("BitShift", ["x", "s"], ["shr"], direction="RIGHT"),
+             helper.make_node("BitwiseNot", ["x"], ["not"]),
+             helper.make_node("Add", ["x", "s"], ["sum"]),
+             helper.make_node("Sub", ["s", "x"], ["diff"]),
+             helper.make_node("Max", ["x", "s"], ["big"]),
+             helper.make_node("Less", ["s", "x"], ["less"])]
+    ins = [helper.make_tensor_value_info(n, elem, [6]) for n in ("x", "s")]
+    outs = [helper.make_tensor_value_info(n, TensorProto.BOOL if n == "less" else elem, [6]) for n in names]
+    m = _model(nodes, ins, outs, opset=18)
+    imp = import_onnx(m)
+    got = run_module(imp.module, [x, s])
+    want = ReferenceEvaluator(m).run(None, {"x": x, "s": s})  # onnxruntime has no u16 BitShift
+    for name, g, w in zip(names, got, want):
+        assert g.dtype == w.dtype, name
+        np.testing.assert_array_equal(g, w, err_msg=name)

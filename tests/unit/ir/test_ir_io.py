@@ -22,6 +22,9 @@ WEIGHTS = {
     "ids": np.array([3, 0, 2], np.int64),
     "mask": np.array([True, False, True]),
     "u": np.array([0, 255], np.uint8),
+    "u16": np.array([0, 65535], np.uint16),
+    "u32": np.array([[1], [2**32 - 1]], np.uint32),
+    "u64": np.array([2**63, 2**64 - 1, 7], np.uint64),
 }
 
 

@@ -56,12 +56,15 @@ ROUND_TRIP = {
             %4 = core.constant {value = dense<i4[3]: [-8, 0, 7]>} : i4[3]
             %5 = core.constant {value = dense<f32[2,2]: splat nan>} : f32[2,2]
             %6 = core.constant {value = dense<i64[0]: []>} : i64[0]
-            %7 = core.full {shape = [B, S, 4], value = -inf, dtype = f32} : f32[B,S,4]
-            %8 = core.full {shape = [B, S, 4], value = -0.0, dtype = f32} : f32[B,S,4]
-            %9 = nn.layer_norm %x {eps = 1e-12} : f32[B,S,4]
-            %10 = nn.rms_norm %x {eps = 1.5e-06, ndim = 2} : f32[B,S,4]
-            %11 = core.mul %x, %0 : f32[B,S,4]
-            return %11
+            %7 = core.constant {value = dense<u16[2]: [0, 65535]>} : u16[2]
+            %8 = core.constant {value = dense<u32[2]: [1, 4294967295]>} : u32[2]
+            %9 = core.constant {value = dense<u64[3]: [0, 9223372036854775808, 18446744073709551615]>} : u64[3]
+            %10 = core.full {shape = [B, S, 4], value = -inf, dtype = f32} : f32[B,S,4]
+            %11 = core.full {shape = [B, S, 4], value = -0.0, dtype = f32} : f32[B,S,4]
+            %12 = nn.layer_norm %x {eps = 1e-12} : f32[B,S,4]
+            %13 = nn.rms_norm %x {eps = 1.5e-06, ndim = 2} : f32[B,S,4]
+            %14 = core.mul %x, %0 : f32[B,S,4]
+            return %14
           }
         }
         """,
