@@ -11,10 +11,15 @@ parameter's type). What the printed code looks like::
                                                         %e = call float @optllm.exp.f32(%v) ...
 
 * **Types**: ``bool`` is ``i1`` in registers and one byte (0/1) in buffers; ``u8`` is ``i8``
-  with unsigned division, comparison and widening. ``bf16`` has no printer yet.
-* **Floating point**: ``fadd``/``fsub``/``fmul``/``fdiv`` carry ``reassoc contract`` so
-  reductions vectorise and multiply-adds fuse; never ``nnan``/``ninf``: NaN and inf propagate as
-  in numpy. Comparisons are ordered except ``ne`` (``nan != nan``).
+  with unsigned division, comparison and widening. ``bf16`` is ``i16`` in buffers and ``float`` in
+  registers, rounded to bfloat16 (nearest even) after every operation, as ml_dtypes computes it.
+* **Floating point**: arithmetic carries ``contract`` (multiply-adds fuse); the add/mul chain of
+  an accumulator update (``Assign``) also carries ``reassoc`` so reductions vectorise. Elsewhere
+  no ``reassoc``: it licenses rewrites such as ``x * pow(x, y) -> pow(x, y + 1)`` that turn
+  numpy's NaN into a number. A ``max``/``min`` accumulator update becomes ``llvm.maximum`` /
+  ``llvm.minimum`` (NaN-propagating, vectorisable; only ``-0 < +0`` differs from numpy's
+  ``maximum``). Never ``nnan``/``ninf``: NaN and inf propagate as in numpy.
+  Comparisons are ordered except ``ne`` (``nan != nan``).
 * **Integers** follow numpy: wrapping arithmetic; ``div`` truncates, ``floordiv``/``mod`` floor;
   division by zero gives 0 and ``MIN // -1`` wraps (no trap).
 * **Loops** are plain counted loops over an ``alloca`` counter (mem2reg and O3 do the rest);
@@ -68,11 +73,14 @@ from optllm.backends.kernels.kir import (
 from optllm.backends.kernels.llvm import mathlib
 from optllm.backends.kernels.llvm.runtime import BLAS_THREADS_SYMBOL, NUM_THREADS_SYMBOL, SGEMM_SYMBOL
 
+BF16 = ScalarType.BF16
+
 PARALLEL_MIN_WORK = 1 << 15
 """A parallel loop whose ``(stop - start) * work`` is below this runs on the calling thread: waking
 the OpenMP team costs a few microseconds, about what 32K scalar operations take on one core."""
 
-FAST = ("reassoc", "contract")
+FAST = ("reassoc", "contract")  # accumulator updates (Assign): lets reductions vectorise
+CONTRACT = ("contract",)  # everything else: a*b+c may fuse; no algebraic rewrites that change NaN/inf
 
 _I1, _I8, _I32, _I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _SLOTS = _I64.as_pointer()
@@ -80,6 +88,7 @@ _DATA = _I8.as_pointer()
 
 _LLTYPES: dict[ScalarType, ir.Type] = {
     ScalarType.F64: ir.DoubleType(), ScalarType.F32: ir.FloatType(), ScalarType.F16: ir.HalfType(),
+    ScalarType.BF16: ir.FloatType(),
     ScalarType.I64: _I64, ScalarType.I32: _I32, ScalarType.I16: ir.IntType(16), ScalarType.I8: _I8,
     ScalarType.U8: _I8, ScalarType.BOOL: _I1,
 }
@@ -95,7 +104,11 @@ def lltype(t: ScalarType) -> ir.Type:
 
 def memtype(t: ScalarType) -> ir.Type:
     """The in-buffer type (``bool`` is a byte)."""
-    return _I8 if t == BOOL else lltype(t)
+    return {BOOL: _I8, BF16: ir.IntType(16)}.get(t) or lltype(t)
+
+
+def _regbits(t: ScalarType) -> int:
+    return 32 if t == BF16 else t.bits
 
 
 def emit_module(kernels: Sequence[Kernel]) -> str:
@@ -297,7 +310,8 @@ class _FnGen:
         b = self.b
         if t.is_float:
             d = b.bitcast(slot, ir.DoubleType())
-            return d if t == ScalarType.F64 else b.fptrunc(d, lltype(t))
+            v = d if t == ScalarType.F64 else b.fptrunc(d, lltype(t))
+            return round_bf16(b, v) if t == BF16 else v
         if t == BOOL:
             return b.icmp_unsigned("!=", slot, _I64(0))
         return slot if t == I64 else b.trunc(slot, lltype(t))
@@ -311,14 +325,14 @@ class _FnGen:
         if kind == "var":
             value = b.load(value)
         if t.is_float:
-            value = b.bitcast(value, ir.IntType(t.bits))
+            value = b.bitcast(value, ir.IntType(_regbits(t)))
         return value if t.bits == 64 else b.zext(value, _I64)
 
     def from_bits(self, kind: str, bits: ir.Value, t: ScalarType, name: str) -> Binding:
         b = self.b
         if kind == "buf":
             return ("buf", b.inttoptr(bits, memtype(t).as_pointer(), name=name), t)
-        value = bits if t.bits == 64 else b.trunc(bits, ir.IntType(t.bits))
+        value = bits if t.bits == 64 else b.trunc(bits, ir.IntType(_regbits(t)))
         if t.is_float:
             value = b.bitcast(value, lltype(t))
         if kind == "var":
@@ -366,6 +380,8 @@ class _FnGen:
             value = self.expr(s.value, env)
             if s.value.type == BOOL:
                 value = b.zext(value, _I8)
+            elif s.value.type == BF16:  # exact: registers hold bfloat16 values
+                value = b.trunc(b.lshr(b.bitcast(value, _I32), _I32(16)), ir.IntType(16))
             b.store(value, ptr, align=env[s.buffer][2].itemsize)
         elif isinstance(s, Let):
             env[s.name] = ("val", self.expr(s.value, env), s.value.type)
@@ -374,7 +390,7 @@ class _FnGen:
             b.store(self.expr(s.init, env), slot)
             env[s.name] = ("var", slot, s.init.type)
         elif isinstance(s, Assign):
-            b.store(self.expr(s.value, env), env[s.name][1])
+            b.store(self.expr(s.value, env, reduce=True), env[s.name][1])
         elif isinstance(s, For):
             self._for(s, env)
         elif isinstance(s, If):
@@ -429,8 +445,9 @@ class _FnGen:
             raise KIRError(f"kernel {self.kg.kernel.name}: {buffer} is not a buffer")
         return self.b.gep(ptr, [self.expr(index, env, nsw=True)], inbounds=True)
 
-    def expr(self, e: Expr, env: Env, nsw: bool = False) -> ir.Value:
-        """Print ``e``; ``nsw`` marks i64 index arithmetic as non-wrapping (lets SCEV see strides)."""
+    def expr(self, e: Expr, env: Env, nsw: bool = False, reduce: bool = False) -> ir.Value:
+        """Print ``e``; ``nsw`` marks i64 index arithmetic as non-wrapping (lets SCEV see strides);
+        ``reduce`` marks the top add/mul chain of an accumulator update as reassociable."""
         b = self.b
         if isinstance(e, Const):
             return _const(e.value, e.ctype)
@@ -440,13 +457,18 @@ class _FnGen:
         if isinstance(e, Load):
             ptr = self._elem_ptr(e.buffer, e.index, env)
             value = b.load(ptr, align=e.ctype.itemsize)
+            if e.ctype == BF16:
+                return b.bitcast(b.shl(b.zext(value, _I32), _I32(16)), ir.FloatType())
             return b.icmp_unsigned("!=", value, _I8(0)) if e.ctype == BOOL else value
         if isinstance(e, Addr):
             return b.ptrtoint(self._elem_ptr(e.buffer, e.index, env), _I64)
         if isinstance(e, Unary):
             return self.unary(e.op, self.expr(e.x, env), e.x.type)
         if isinstance(e, Binary):
-            return self.binary(e.op, self.expr(e.a, env, nsw), self.expr(e.b, env, nsw), e.a.type, nsw)
+            chain = reduce and e.op in ("add", "sub", "mul", "max", "min")
+            a = self.expr(e.a, env, nsw, chain and isinstance(e.a, Binary) and e.a.op == e.op)
+            c = self.expr(e.b, env, nsw, chain and isinstance(e.b, Binary) and e.b.op == e.op)
+            return self.binary(e.op, a, c, e.a.type, nsw, FAST if chain else CONTRACT)
         if isinstance(e, Select):
             return b.select(self.expr(e.cond, env), self.expr(e.a, env, nsw), self.expr(e.b, env, nsw))
         if isinstance(e, Cast):
@@ -460,21 +482,29 @@ class _FnGen:
     def unary(self, op: str, x: ir.Value, t: ScalarType) -> ir.Value:
         try:
             if t.is_float:
-                return float_unary(self.module, self.b, op, x, t)
+                y = float_unary(self.module, self.b, op, x, t)
+                return round_bf16(self.b, y) if t == BF16 and y.type == x.type else y
             return int_unary(self.module, self.b, op, x, t)
         except KIRError as err:
             raise KIRError(f"kernel {self.kg.kernel.name}: {err}") from None
 
-    def binary(self, op: str, x: ir.Value, y: ir.Value, t: ScalarType, nsw: bool = False) -> ir.Value:
+    def binary(self, op: str, x: ir.Value, y: ir.Value, t: ScalarType, nsw: bool = False,
+               flags: tuple[str, ...] = CONTRACT) -> ir.Value:
         try:
             if t.is_float:
-                return float_binary(self.module, self.b, op, x, y)
+                z = float_binary(self.module, self.b, op, x, y, flags)
+                return round_bf16(self.b, z) if t == BF16 and z.type == x.type else z
             return int_binary(self.module, self.b, op, x, y, t, nsw)
         except KIRError as err:
             raise KIRError(f"kernel {self.kg.kernel.name}: {err}") from None
 
 
 def _const(value: float | int | bool, t: ScalarType) -> ir.Constant:
+    if t == BF16:
+        import ml_dtypes
+        import numpy as np
+
+        return ir.Constant(ir.FloatType(), float(np.float32(value).astype(ml_dtypes.bfloat16)))
     if t.is_float:
         return ir.Constant(lltype(t), float(value))
     if t == BOOL:
@@ -491,16 +521,16 @@ _ICMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 def float_unary(module: ir.Module, b: ir.IRBuilder, op: str, x: ir.Value, t: ScalarType) -> ir.Value:
     ty = x.type
     if op == "neg":
-        return b.fneg(x, flags=FAST)
+        return b.fneg(x)
     if op in ("abs", "sqrt", "floor", "ceil"):
         name = {"abs": "fabs"}.get(op, op)
         return b.call(intrinsic(module, name, ty), [x])
     if op == "round":
         return b.call(intrinsic(module, "roundeven", ty), [x])
     if op == "rsqrt":
-        return b.fdiv(ir.Constant(ty, 1.0), b.call(intrinsic(module, "sqrt", ty), [x]), flags=FAST)
+        return b.fdiv(ir.Constant(ty, 1.0), b.call(intrinsic(module, "sqrt", ty), [x]))
     if op == "reciprocal":
-        return b.fdiv(ir.Constant(ty, 1.0), x, flags=FAST)
+        return b.fdiv(ir.Constant(ty, 1.0), x)
     if op == "isnan":
         return b.fcmp_unordered("uno", x, x)
     if op == "isinf":
@@ -518,14 +548,19 @@ def float_unary(module: ir.Module, b: ir.IRBuilder, op: str, x: ir.Value, t: Sca
     raise KIRError(f"{op} is not defined on {t}")
 
 
-def float_binary(module: ir.Module, b: ir.IRBuilder, op: str, x: ir.Value, y: ir.Value) -> ir.Value:
+def float_binary(module: ir.Module, b: ir.IRBuilder, op: str, x: ir.Value, y: ir.Value,
+                 flags: tuple[str, ...] = CONTRACT) -> ir.Value:
     ty = x.type
     if op in ("add", "sub", "mul", "div"):
-        return getattr(b, "f" + op)(x, y, flags=FAST)
+        return getattr(b, "f" + op)(x, y, flags=flags)
     if op in _FCMP:
         return b.fcmp_ordered(_FCMP[op], x, y)
     if op == "ne":
         return b.fcmp_unordered("!=", x, y)
+    if op in ("max", "min") and "reassoc" in flags:
+        # In a reduction: llvm.maximum/minimum (NaN-propagating; the vectoriser knows them). They
+        # differ from numpy only in ordering -0 < +0, invisible to a max/min over values.
+        return b.call(intrinsic(module, "maximum" if op == "max" else "minimum", ty, 2), [x, y])
     if op in ("max", "min"):  # numpy: (x >= y || isnan(x)) ? x : y
         keep_x = b.or_(b.fcmp_ordered(">=" if op == "max" else "<=", x, y), b.fcmp_unordered("uno", x, x))
         return b.select(keep_x, x, y)
@@ -674,6 +709,10 @@ def cast(b: ir.IRBuilder, x: ir.Value, src: ScalarType, dst: ScalarType) -> ir.V
     """numpy ``astype``: float->int truncates (saturating, NaN -> 0, never poison); to bool is ``!= 0``."""
     if src == dst:
         return x
+    if src == BF16:  # registers hold bf16 values as f32
+        return cast(b, x, ScalarType.F32, dst)
+    if dst == BF16:
+        return round_bf16(b, cast(b, x, src, ScalarType.F32))
     ty = lltype(dst)
     if dst == BOOL:
         if src.is_float:
@@ -692,3 +731,13 @@ def cast(b: ir.IRBuilder, x: ir.Value, src: ScalarType, dst: ScalarType) -> ir.V
     if dst.bits < src.bits:
         return b.trunc(x, ty)
     return b.sext(x, ty) if src.is_signed else b.zext(x, ty)
+
+
+def round_bf16(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """Round an f32 to the nearest bfloat16 (ties to even), kept in an f32; NaN stays a quiet NaN."""
+    bits = b.bitcast(x, _I32)
+    lsb = b.and_(b.lshr(bits, _I32(16)), _I32(1))
+    rounded = b.and_(b.add(bits, b.add(lsb, _I32(0x7FFF))), _I32(-65536))
+    quiet = b.and_(b.or_(bits, _I32(0x00400000)), _I32(-65536))
+    isnan = b.fcmp_unordered("uno", x, x)
+    return b.bitcast(b.select(isnan, quiet, rounded), ir.FloatType())

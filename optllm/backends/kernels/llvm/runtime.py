@@ -27,6 +27,7 @@ BLAS_THREADS_SYMBOL = "optllm_blas_set_num_threads_local"
 NUM_THREADS_SYMBOL = "optllm_num_threads"
 
 _num_threads = ctypes.c_int64(0)
+_keep: list[ctypes.CDLL] = []  # native libraries that must stay mapped for the life of the process
 
 
 def default_num_threads() -> int:
@@ -74,6 +75,9 @@ def load_runtime() -> None:
     gomp = ctypes.util.find_library("gomp")
     if gomp is None:
         raise KIRError("parallel kernels need libgomp (GNU OpenMP runtime); install the Debian package libgomp1")
+    # Hold our own dlopen reference: LLVM closes its handles at exit, and unmapping libgomp while
+    # its idle workers still spin in it crashes the process on the way out.
+    _keep.append(ctypes.CDLL(gomp, mode=ctypes.RTLD_GLOBAL))
     llvm.load_library_permanently(gomp)
     llvm.add_symbol(NUM_THREADS_SYMBOL, ctypes.addressof(_num_threads))
     try:
@@ -84,6 +88,3 @@ def load_runtime() -> None:
     llvm.add_symbol(SGEMM_SYMBOL, ctypes.cast(blas.scipy_cblas_sgemm64_, ctypes.c_void_p).value)
     llvm.add_symbol(BLAS_THREADS_SYMBOL, ctypes.cast(blas.openblas_set_num_threads_local, ctypes.c_void_p).value)
     _keep.append(blas)
-
-
-_keep: list[ctypes.CDLL] = []

@@ -40,8 +40,8 @@ from optllm.backends.kernels.kir import (
 )
 from optllm.backends.kernels.llvm.jit import compile_kernels, pack_slots
 
-F16, I16, I8, U8 = ScalarType.F16, ScalarType.I16, ScalarType.I8, ScalarType.U8
-FLOATS = (F64, F32, F16)
+F16, BF16, I16, I8, U8 = ScalarType.F16, ScalarType.BF16, ScalarType.I16, ScalarType.I8, ScalarType.U8
+FLOATS = (F64, F32, F16, BF16)
 INTS = (I64, I32, I16, I8, U8)
 TYPES = FLOATS + INTS + (BOOL,)
 
@@ -169,7 +169,7 @@ def unary(op: str, x: np.ndarray, t: ScalarType) -> np.ndarray:
         return fns[op](x)
     one = x.dtype.type(1)
     fns = {"neg": np.negative, "abs": np.abs, "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh,
-           "erf": lambda y: erf(y).astype(y.dtype) if y.dtype != np.longdouble else erf(y.astype(np.float64)),
+           "erf": lambda y: erf(y.astype(np.float64)).astype(y.dtype),
            "sin": np.sin, "cos": np.cos, "floor": np.floor, "ceil": np.ceil, "round": np.rint, "sign": np.sign,
            "rsqrt": lambda y: one / np.sqrt(y), "reciprocal": lambda y: one / y,
            "sigmoid": lambda y: one / (one + np.exp(-y))}
