@@ -99,6 +99,7 @@ def pack_slots(kernel: Kernel, **values: Any) -> ctypes.Array:
     return slots
 
 
+@functools.cache
 def _host() -> tuple[str, str]:
     import llvmlite.binding as llvm
 
@@ -151,14 +152,14 @@ class KernelLibrary:
         self.disk = disk
 
     def compile(self, kernels: Sequence[Kernel]) -> dict[str, CompiledKernel]:
-        for k in kernels:
-            verify_kernel(k)
         key = cache_key(kernels)
         with _lock:
             hit = _memory.get(key)
             if hit is not None:
                 cache_stats.memory_hits += 1
                 return dict(hit)
+            for k in kernels:
+                verify_kernel(k)
             compiled = self._build(kernels, key)
             _memory[key] = compiled
             return dict(compiled)
