@@ -26,6 +26,8 @@ Shape of the IR (a small, Halide-like loop language)::
   sequential sum to rounding, not bit for bit.
 * **Primitives** (``Call``) are the few operations a target provides natively rather than as a
   loop nest: ``sgemm`` (BLAS on the CPU, cuBLAS or a tile kernel on CUDA).
+* An ``independent`` loop promises that no iteration reads memory another iteration writes,
+  so in-place kernels (an output that is also an input) vectorise without alias checks.
 * ``ThreadIndex`` / ``NumThreads`` give the worker running the current iteration of the
   parallel loop, for per-worker scratch space (``scratch + ThreadIndex() * size``).
 
@@ -349,6 +351,9 @@ class For(Stmt):
     body: tuple[Stmt, ...]
     parallel: bool = False
     work: int = 1  # estimated scalar ops per iteration, for the serial/parallel decision
+    independent: bool = False  # no iteration reads what another writes (an in-place
+    # elementwise loop qualifies: out[j] = f(out[j])), so a printer may vectorise it without
+    # runtime alias checks even when an output buffer is also an input
 
 
 @dataclass(frozen=True)
@@ -429,7 +434,7 @@ def _print_block(body: Iterable[Stmt], depth: int, out: list[str]) -> None:
     pad = "  " * depth
     for s in body:
         if isinstance(s, For):
-            par = " parallel" if s.parallel else ""
+            par = (" parallel" if s.parallel else "") + (" independent" if s.independent else "")
             out.append(f"{pad}for{par} {s.var} in [{expr_text(s.start)}, {expr_text(s.stop)}) work={s.work}:")
             _print_block(s.body, depth + 1, out)
         elif isinstance(s, If):

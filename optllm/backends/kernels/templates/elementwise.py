@@ -171,7 +171,9 @@ def elementwise_kernel(name: str, rank: int, outputs: Sequence[Operand], inputs:
     row += [Let(f"base_{o}", offset(idx, o)) for o in operands]
     if ctx._gathers:
         row.append(Declare("bad", c(0)))
-    row.append(For("j", c(0), dims[-1], tuple(inner)))
+    # Each element is read and written by its own iteration only (outputs never overlap inputs
+    # except exactly, in place), so the inner loop is independent.
+    row.append(For("j", c(0), dims[-1], tuple(inner), independent=not ctx._gathers))
     if ctx._gathers:
         row.append(If(Binary("ne", v("bad"), c(0)), (Store("err", c(0), v("code")),)))
     work = max(1, inner_hint) * max(1, len(ctx.stmts) + len(outputs))

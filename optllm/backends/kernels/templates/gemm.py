@@ -85,7 +85,7 @@ def linear_kernel(name: str, dtype: ScalarType, *, transpose_w: bool, bias: bool
         y = ACTIVATIONS[activation](y)
         if residual:
             y = y + Load("res", Binary("add", Binary("mul", row, v("res_rs")), Binary("add", v("c0"), v("j"))), dtype)
-        inner = For("j", c(0), v("cols"), (Store("out", at, y),))
+        inner = For("j", c(0), v("cols"), (Store("out", at, y),), independent=True)
         body.append(For("i", c(0), v("rows"), (inner,)))
     tasks = Binary("mul", nbm, nbn)
     loop = For("t", c(0), tasks, tuple(body), parallel=True, work=1 << 20)
