@@ -31,10 +31,12 @@ parameter's type). What the printed code looks like::
   ``<kernel>.par<k>.omp`` to ``GOMP_parallel``, which gives every worker one contiguous chunk.
   The values the body uses from outside (parameters, lets, loop variables, accumulators' current
   values) travel in an ``[N x i64]`` array. A parallel body may not assign an outer accumulator.
-* **Primitives**: ``sgemm`` calls numpy's ILP64 OpenBLAS ``cblas_sgemm``; a kernel with a call
-  makes BLAS single-threaded on the calling worker for the call's duration
-  (``openblas_set_num_threads_local(1)``, restored afterwards), so the kernel's loop is the only
-  thread pool.
+* **Primitives**: ``sgemm`` calls numpy's ILP64 OpenBLAS ``cblas_sgemm``. A kernel with a call
+  makes BLAS single-threaded for its whole run, so its own parallel loop is the only thread pool:
+  ``openblas_set_num_threads_local(1)`` on entry, the previous count restored on exit, both on
+  the calling thread only. In the bundled OpenBLAS (0.3.31, pthreads) the "local" setter changes
+  the *global* count, so calling it from every worker would race on save/restore; it also means
+  a numpy matmul running on another Python thread during such a kernel runs single-threaded.
 """
 
 from __future__ import annotations
@@ -174,8 +176,7 @@ class _KernelGen:
         fn.attributes.add("nounwind")
         g = _FnGen(self, fn, tid=None)
         env = g.unpack_params(fn.args[0])
-        wrap_blas = self.has_call and not _contains_parallel(self.kernel.body)
-        saved = g.blas_single_thread() if wrap_blas else None
+        saved = g.blas_single_thread() if self.has_call else None
         g.block(self.kernel.body, env)
         if saved is not None:
             g.blas_restore(saved)
@@ -222,10 +223,7 @@ class _KernelGen:
             kind, _, ctype = outer[nm]
             bits = g.b.load(g.b.gep(arr, [_I64(i)], inbounds=True))
             env[nm] = g.from_bits(kind, bits, ctype, nm)
-        saved = g.blas_single_thread() if self.has_call else None
         g.counted_loop(loop.var, lo, hi, lambda i: g.block(loop.body, {**env, loop.var: ("val", i, I64)}))
-        if saved is not None:
-            g.blas_restore(saved)
         g.b.ret_void()
         return fn
 

@@ -7,6 +7,12 @@
   under the stable names :data:`SGEMM_SYMBOL` and :data:`BLAS_THREADS_SYMBOL`.
 * :data:`NUM_THREADS_SYMBOL` names an ``i64`` in this process that every kernel reads for
   ``NumThreads()`` and as the team size of ``GOMP_parallel``; :func:`set_num_threads` writes it.
+
+libgomp reads ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` when it is loaded. Its default (spin,
+then sleep) hands work to the team fastest on an idle machine, but on an oversubscribed one it
+is ruinous: on this 2-core machine under a load average of 7, a 2-thread region took ~24 ms
+instead of ~1.3 ms, while ``OMP_WAIT_POLICY=passive`` gave 1.4 ms. Set it in the environment
+before the first kernel is compiled where the machine is shared.
 """
 
 from __future__ import annotations

@@ -195,6 +195,21 @@ def test_sgemm(fns, threads, ta: int, tb: int):
     np.testing.assert_allclose(c_full[:, :, :n], want, rtol=1e-4, atol=1e-4)
 
 
+def test_sgemm_kernel_restores_blas_threads(fns, threads):
+    from optllm.backends.kernels.llvm import runtime
+
+    blas = ctypes.CDLL(runtime._find_openblas())
+    before = blas.scipy_openblas_get_num_threads64_()
+    m = n = k = 8
+    a, b, c = (np.ones((m, k), np.float32) for _ in range(3))
+    for nthreads in (1, 2):
+        threads(nthreads)
+        fns["bmm"].run(c=c, a=a, b=b, batch=1, ta=0, tb=0, m=m, n=n, k=k, sa=0, lda=k, ldb=n, ldc=n)
+        assert blas.scipy_openblas_get_num_threads64_() == before
+    text = emit_module([bmm()])
+    assert text.count("call i32 @\"optllm_blas_set_num_threads_local\"") == 2  # set on entry, restore on exit
+
+
 def test_control_flow(fns):
     x = np.array([3, -1, 0, 5, -7], np.int32)
     out, flag = np.zeros(5), np.zeros(5, bool)
