@@ -90,29 +90,47 @@ def _norm(lw: Lowering, op: Operation) -> None:
 
 
 def norm_region(lw: Lowering, op: Operation) -> None:
-    """``fused.region{kind=norm}``: an elementwise prologue feeding one norm (its last op)."""
+    """``fused.region{kind=norm}``: an elementwise prologue feeding one norm, its last op (a
+    plain or a skip norm). The prologue values the norm reads (x, and skip) are computed by one
+    elementwise kernel; the norm kernel then reads them as rows."""
     body = op.regions[0]
-    ops = list(body)
-    last = ops[-1]
-    if last.name not in _NORMS or _NORMS[last.name][1] or list(body.outputs) != [last.results[0]]:
-        raise CpuLoweringError(f"a norm region must end in nn.layer_norm or nn.rms_norm returning its result\n"
-                               f"  at {_op_text(op)}")
-    xv = last.operands[0]
-    if xv.is_arg:
-        x = lw.view(op.operands[xv.index])
-    else:
-        x = lw.alloc(xv, "norm prologue")
-        lw._lower_region_body(op, body, [xv], [x])
+    last = list(body)[-1]
+    returned = list(body.outputs)
+    if last.name not in _NORMS or not returned or any(r.owner is not last for r in returned):
+        raise CpuLoweringError(f"a norm region must end in a norm op whose results it returns\n  at {_op_text(op)}")
+    _, skip = _NORMS[last.name]
+    n_in = 2 if skip else 1
+    inputs: list[View | None] = []
+    computed = []
+    for v in last.operands[:n_in]:
+        inputs.append(lw.view(op.operands[v.index]) if v.is_arg else None)
+        if not v.is_arg:
+            computed.append(v)
+    if computed:
+        views = [lw.alloc(v, "norm prologue") for v in computed]
+        views = [_fresh(lw, w, "norm prologue") if w.rows() is None else w for w in views]
+        lw._lower_region_body(op, body, computed, views)
+        it = iter(views)
+        inputs = [w if w is not None else next(it) for w in inputs]
     params = []
-    for p in last.operands[1:]:
+    for p in last.operands[n_in:]:
         if not p.is_arg:
             raise CpuLoweringError(f"norm region parameters must be region arguments\n  at {_op_text(op)}")
         params.append(lw.view(op.operands[p.index]))
-    out = lw.alloc(op.results[0], "norm region")
-    if out.rows() is None:
-        out = _fresh(lw, out, "norm region")
-    norm_step(lw, last, x, params, out)
-    lw.views[id(op.results[0])] = out
+    result_of = {id(r): res for r, res in zip(returned, op.results)}
+    outs = []
+    for r in last.results:
+        res = result_of.get(id(r))
+        view = lw.alloc(res, "norm region") if res is not None else _fresh(lw, inputs[0], "norm sum")  # type: ignore[arg-type]
+        outs.append(_fresh(lw, view, "norm region") if view.rows() is None else view)
+    x = inputs[0]
+    assert x is not None
+    if skip:
+        norm_step(lw, last, x, params, outs[0], skip=inputs[1], sum_out=outs[1])
+    else:
+        norm_step(lw, last, x, params, outs[0])
+    for r, res in zip(returned, op.results):
+        lw.views[id(res)] = outs[list(last.results).index(r)]
 
 
 Lowering._norm_region = norm_region  # type: ignore[attr-defined]
@@ -205,5 +223,5 @@ def _rope(lw: Lowering, op: Operation) -> None:
         st = broadcast_strides(t, x.shape)
         for d in range(rank):
             args[f"{name}_s{d}"] = Arg(value=int(st[d]))
-    lw.step(rope_kernel(ScalarType.of_numpy(x.dtype), max(rank, 1) if rank else 1), args, op)
+    lw.step(rope_kernel(ScalarType.of_numpy(x.dtype), rank), args, op)
     lw.views[id(op.results[0])] = out

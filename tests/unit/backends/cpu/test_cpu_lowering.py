@@ -197,3 +197,20 @@ def test_checked_mode_runs_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
         """, "%x: f32[B,S]", "f32[B,S]")
     exe = _check(m, [_f32(4, 9)])
     assert next(iter(exe.programs.values())).guards is not None
+
+
+def test_norm_region_with_a_skip_norm_and_rope_of_any_rank() -> None:
+    m = _module("""\
+        %g = core.weight {name = "g"} : f32[8]
+        %0, %1 = fused.region %x, %y, %g {kind = "norm"} : f32[B,8], f32[B,8] {
+          ^(%a: f32[B,8], %b: f32[B,8], %w: f32[8]):
+          %0 = core.mul %a, %b : f32[B,8]
+          %1 = core.exp %b : f32[B,8]
+          %2, %3 = nn.skip_rms_norm %0, %1, %w {eps = 1e-06} : f32[B,8], f32[B,8]
+          return %2, %3
+        }
+        %r = nn.rope %v, %c, %s : f32[8]
+        return %0, %1, %r
+        """, "%x: f32[B,8], %y: f32[B,8], %v: f32[8], %c: f32[8], %s: f32[8]", "f32[B,8], f32[B,8], f32[8]",
+        {"g": _f32(8)})
+    _check(m, [_f32(5, 8), _f32(5, 8), _f32(8), _f32(8), _f32(8)])
