@@ -324,3 +324,28 @@ def test_reductions_vectorise_and_keep_nan(name: str):
             x[n // 2] = np.nan
             fn.run(out=out, x=x, n=n)
             assert np.isnan(out[0])
+
+
+def test_disk_cache_reused_by_another_process(tmp_path, monkeypatch):
+    """Object code stored by one process loads and runs in another (relocations, not addresses)."""
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("OPTLLM_CACHE_DIR", str(tmp_path))
+    jit.clear_memory_cache()
+    compile_kernels([row_sum()])  # compiled and stored here
+    script = (
+        "import numpy as np, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import test_llvm_codegen as T\n"
+        "from optllm.backends.kernels.llvm import jit, set_num_threads\n"
+        "fns = jit.compile_kernels([T.row_sum()])\n"
+        "set_num_threads(2)\n"
+        "x = np.ones((300, 2000), np.float32); out = np.zeros(300, np.float32)\n"
+        "fns['row_sum'].run(out=out, x=x, rows=300, cols=2000)\n"
+        "print(jit.cache_stats.disk_hits, jit.cache_stats.misses, float(out.min()), float(out.max()))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, os.path.dirname(__file__)], env=dict(os.environ),
+                         capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["1", "0", "2000.0", "2000.0"]
