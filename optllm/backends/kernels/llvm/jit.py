@@ -172,7 +172,7 @@ class KernelLibrary:
 
         load_runtime()
         tm = _target_machine()
-        module = llvm.parse_assembly(emit_module(kernels))
+        module = llvm.parse_assembly(emit_module(kernels, _vector_width()))
         module.triple = tm.triple
         module.data_layout = str(tm.target_data)
         module.verify()
@@ -227,6 +227,11 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
+def _vector_width() -> int | None:
+    """512 on AVX-512 hosts (see ``emit_module``), else LLVM's choice."""
+    return 512 if "+avx512f" in _host()[1].split(",") else None
+
+
 def _target_machine() -> Any:
     """A fresh host target machine (an MCJIT engine takes ownership of the one it is given)."""
     import llvmlite.binding as llvm
@@ -260,7 +265,7 @@ def optimized_ir(kernels: Sequence[Kernel]) -> str:
     for k in kernels:
         verify_kernel(k)
     tm = _target_machine()
-    module = llvm.parse_assembly(emit_module(kernels))
+    module = llvm.parse_assembly(emit_module(kernels, _vector_width()))
     module.triple = tm.triple
     module.data_layout = str(tm.target_data)
     _optimize(module, tm)
