@@ -58,10 +58,12 @@ def load_weights(module: Module, path: Path) -> None:
         keys = list(handle.keys())
     except Exception as e:  # safetensors raises its own SafetensorError for corrupt headers
         raise WeightsError(f"cannot read weights file '{path}': {e}") from None
-    int4 = set((handle.metadata() or {}).get(_I4_KEY, "").split(",")) - {""}
+    meta = handle.metadata() or {}
+    int4 = set(meta.get(_I4_KEY, "").split(",")) - {""}
+    views = _parse_views(meta.get(_VIEW_KEY, ""), path)
     for key in keys:
         sl = handle.get_slice(key)
-        dtype = DType.i4 if key in int4 else _ST_DTYPES.get(sl.get_dtype())
+        dtype = DType.i4 if key in int4 else views.get(key) or _ST_DTYPES.get(sl.get_dtype())
         if dtype is None:
             raise WeightsError(f"weights file '{path}': tensor '{key}' has unsupported dtype {sl.get_dtype()}")
         ttype = TensorType(tuple(int(d) for d in sl.get_shape()), dtype)
@@ -70,7 +72,21 @@ def load_weights(module: Module, path: Path) -> None:
 
 
 def _tensor_loader(handle: Any, key: str, dtype: DType) -> Callable[[], np.ndarray]:
+    if dtype in _AS_BYTES:  # stored as the raw U8 bytes
+        return lambda: handle.get_tensor(key).view(dtype.to_numpy())
     return lambda: handle.get_tensor(key).astype(dtype.to_numpy(), copy=False)
+
+
+def _parse_views(text: str, path: Path) -> dict[str, DType]:
+    """``name=dtype,...`` of the tensors stored as raw bytes."""
+    out: dict[str, DType] = {}
+    for item in filter(None, text.split(",")):
+        name, _, dt = item.rpartition("=")
+        try:
+            out[name] = DType.parse(dt)
+        except ValueError as e:
+            raise WeightsError(f"weights file '{path}': metadata {_VIEW_KEY}: {e}") from None
+    return out
 
 
 _ST_DTYPES = {"F64": DType.f64, "F32": DType.f32, "F16": DType.f16, "BF16": DType.bf16, "I64": DType.i64,
@@ -78,6 +94,9 @@ _ST_DTYPES = {"F64": DType.f64, "F32": DType.f32, "F16": DType.f16, "BF16": DTyp
               "U32": DType.u32, "U64": DType.u64, "BOOL": DType.bool}
 # safetensors has no int4: i4 tensors are stored as I8 and listed under this metadata key.
 _I4_KEY = "optllm.i4"
+# nor float8 that numpy can read: their raw bytes are stored as U8, ``name=dtype`` under this key.
+_VIEW_KEY = "optllm.bytes"
+_AS_BYTES = frozenset({DType.f8e4m3fn, DType.f8e4m3fnuz, DType.f8e5m2, DType.f8e5m2fnuz})
 
 
 def load_module(path: str | os.PathLike[str], text: str | None = None) -> Module:
@@ -106,7 +125,11 @@ def save_module(module: Module, path: str | os.PathLike[str]) -> Path:
         arrays = dict(module.constants.items())
         int4 = [n for n, a in arrays.items() if DType.from_numpy(a.dtype) is DType.i4]
         arrays.update({n: arrays[n].astype(np.int8) for n in int4})
-        blob = save(arrays, metadata={_I4_KEY: ",".join(int4)} if int4 else None)
+        raw = {n: DType.from_numpy(a.dtype) for n, a in arrays.items() if DType.from_numpy(a.dtype) in _AS_BYTES}
+        arrays.update({n: np.ascontiguousarray(arrays[n]).view(np.uint8) for n in raw})
+        meta = {_I4_KEY: ",".join(int4)} if int4 else {}
+        meta.update({_VIEW_KEY: ",".join(f"{n}={dt}" for n, dt in raw.items())} if raw else {})
+        blob = save(arrays, metadata=meta or None)
     # Everything is serialised before anything is written: a failure leaves no new file.
     old_weights, module.weights_file = module.weights_file, weights.name if blob is not None else None
     try:

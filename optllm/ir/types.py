@@ -17,12 +17,18 @@ from optllm.ir.symbolic import Dim, SymExpr, evaluate, symbols_of
 
 
 class DType(enum.Enum):
-    """Element types. ``i4`` and ``bf16`` use the ml_dtypes numpy extensions."""
+    """Element types. ``i4``, ``bf16`` and the float8 types use the ml_dtypes numpy extensions
+    (``f8e4m3fn``: 4 exponent bits, 3 mantissa bits, finite and NaN only; ``fnuz``: no negative
+    zero, NaN is 0x80; ``f8e5m2`` has infinities)."""
 
     f64 = "f64"
     f32 = "f32"
     f16 = "f16"
     bf16 = "bf16"
+    f8e4m3fn = "f8e4m3fn"
+    f8e4m3fnuz = "f8e4m3fnuz"
+    f8e5m2 = "f8e5m2"
+    f8e5m2fnuz = "f8e5m2fnuz"
     i64 = "i64"
     i32 = "i32"
     i16 = "i16"
@@ -39,7 +45,7 @@ class DType(enum.Enum):
 
     @property
     def is_float(self) -> builtins.bool:
-        return self in (DType.f64, DType.f32, DType.f16, DType.bf16)
+        return self in (DType.f64, DType.f32, DType.f16, DType.bf16) or self in _FLOAT8
 
     @property
     def is_int(self) -> builtins.bool:
@@ -60,10 +66,10 @@ class DType(enum.Enum):
         return _BITS[self] / 8
 
     def to_numpy(self) -> np.dtype[Any]:
-        if self is DType.bf16 or self is DType.i4:
+        if self in _ML_DTYPES:
             import ml_dtypes
 
-            return np.dtype(ml_dtypes.bfloat16 if self is DType.bf16 else ml_dtypes.int4)
+            return np.dtype(getattr(ml_dtypes, _ML_DTYPES[self]))
         return np.dtype(_NUMPY[self])
 
     @staticmethod
@@ -72,10 +78,9 @@ class DType(enum.Enum):
         for k, v in _NUMPY.items():
             if np.dtype(v) == dt:
                 return k
-        if dt.name == "bfloat16":
-            return DType.bf16
-        if dt.name == "int4":
-            return DType.i4
+        for k, name in _ML_DTYPES.items():
+            if dt.name == name:
+                return k
         raise ValueError(f"numpy dtype {dt} has no optllm DType")
 
     @staticmethod
@@ -87,8 +92,12 @@ class DType(enum.Enum):
             raise ValueError(f"unknown element type {text!r} (expected one of {names})") from None
 
 
+_FLOAT8 = frozenset({DType.f8e4m3fn, DType.f8e4m3fnuz, DType.f8e5m2, DType.f8e5m2fnuz})
+# DType -> the ml_dtypes type of that name
+_ML_DTYPES = {DType.bf16: "bfloat16", DType.i4: "int4", DType.f8e4m3fn: "float8_e4m3fn",
+              DType.f8e4m3fnuz: "float8_e4m3fnuz", DType.f8e5m2: "float8_e5m2", DType.f8e5m2fnuz: "float8_e5m2fnuz"}
 _BITS = {
-    DType.f64: 64, DType.f32: 32, DType.f16: 16, DType.bf16: 16, DType.i64: 64, DType.i32: 32,
+    DType.f64: 64, DType.f32: 32, DType.f16: 16, DType.bf16: 16, **dict.fromkeys(_FLOAT8, 8), DType.i64: 64, DType.i32: 32,
     DType.i16: 16, DType.i8: 8, DType.u8: 8, DType.u16: 16, DType.u32: 32, DType.u64: 64, DType.i4: 4,
     DType.bool: 8,
 }

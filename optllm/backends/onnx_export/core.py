@@ -84,7 +84,14 @@ def _mod(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
 
 @_op("core.cast")
 def _cast(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
-    e.one("Cast", ins, outs[0], to=onnx_dtype(op.attrs["dtype"]))
+    dt: DType = op.attrs["dtype"]
+    if dt.bits != 8 or not dt.is_float:
+        e.one("Cast", ins, outs[0], to=onnx_dtype(dt))
+        return
+    # the IR's cast rounds like numpy (overflow: NaN or inf); ONNX's float8 Cast saturates unless told not to
+    if e.opset < 19:
+        raise ExportError(f"a cast to {dt} needs ONNX opset 19 or newer (float8), exporting at {e.opset}", op)
+    e.one("Cast", ins, outs[0], to=onnx_dtype(dt), saturate=0)
 
 
 @_op("core.constant")

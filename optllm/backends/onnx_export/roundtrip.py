@@ -21,6 +21,7 @@ and is *skipped* when the data are not plain tensors.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -34,9 +35,12 @@ TIGHT = 1e-5
 
 def tight_tolerance(dtype: np.dtype[Any]) -> float:
     """rtol = atol for the round trip: 1e-5, or one unit of the dtype's precision when that is
-    coarser (f16: 2^-10, bf16: 2^-7), since two correct programs may round once differently."""
-    if dtype.name == "bfloat16":
-        return 2.0**-7
+    coarser (f16: 2^-10, bf16: 2^-7, float8: 2^-3 or 2^-2), since two correct programs may
+    round once differently."""
+    import ml_dtypes
+
+    if _is_ml_dtype(dtype):
+        return max(TIGHT, float(ml_dtypes.finfo(dtype).eps)) if dtype.name.startswith(("bfloat", "float")) else TIGHT
     return max(TIGHT, float(np.finfo(dtype).eps)) if dtype.kind == "f" else TIGHT
 
 
@@ -78,6 +82,36 @@ def _session(model: Any) -> Any:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+def _ort_run(session: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """``session.run`` through OrtValues, so bfloat16 and float8 arrays (ml_dtypes, which
+    onnxruntime's numpy bridge does not know) go in and come out as their raw bytes."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    values = {}
+    for name, x in feeds.items():
+        x = np.array(x, order="C", copy=None)  # ascontiguousarray would make a 0-d array 1-d
+        if _is_ml_dtype(x.dtype):  # hand over the bytes with the ONNX element type
+            raw = x.view(f"u{x.dtype.itemsize}")
+            values[name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, helper.np_dtype_to_tensor_dtype(x.dtype))
+        else:
+            values[name] = ort.OrtValue.ortvalue_from_numpy(x)
+    outs = []
+    for v in session.run_with_ort_values(None, values):
+        want = np.dtype(helper.tensor_dtype_to_np_dtype(v.element_type()))
+        if not _is_ml_dtype(want):
+            outs.append(v.numpy())
+            continue
+        # copy the bytes out of the (CPU) tensor while it is alive
+        data = ctypes.string_at(v.data_ptr(), v.tensor_size_in_bytes())
+        outs.append(np.frombuffer(data, dtype=want).reshape(v.shape()).copy())
+    return outs
+
+
+def _is_ml_dtype(dt: np.dtype[Any]) -> bool:
+    return dt.type.__module__.startswith("ml_dtypes")
+
+
 def _ort_original(case: Any) -> Any:
     """A session on the case's own model, None when onnxruntime cannot load it."""
     try:
@@ -112,7 +146,7 @@ def roundtrip_case(case: Any) -> CaseResult:
             module, keep = rep.module_for(ins)
             try:
                 exported = _session(build_model(module, opset))
-                got = exported.run(None, {i.name: ins[k] for i, k in zip(exported.get_inputs(), keep)})
+                got = _ort_run(exported, {i.name: ins[k] for i, k in zip(exported.get_inputs(), keep)})
             except Exception as e:  # ExportError, or onnxruntime refusing or failing the exported model
                 return CaseResult(case.name, op, FAIL, f"{type(e).__name__}: {' '.join(str(e).split())[:240]}")
             why = compare(outs, got, case.rtol, case.atol)
@@ -132,7 +166,7 @@ def _oracle(original: Any, names: list[str], ins: list[np.ndarray], outs: list[n
     init = {t.name for t in case.model.graph.initializer}
     feed = dict(zip([n for n in names if n not in init], ins))
     try:
-        ref = original.run(None, feed)
+        ref = _ort_run(original, feed)
     except Exception:  # a kernel failing on these data
         return outs
     return outs if compare(outs, ref, case.rtol, case.atol) else ref

@@ -33,6 +33,7 @@ _INLINE_LIMIT = 16  # constants with at most this many elements are inline core.
 ONNX_DTYPES: dict[int, DType] = {
     1: DType.f32, 2: DType.u8, 3: DType.i8, 4: DType.u16, 5: DType.i16, 6: DType.i32, 7: DType.i64,
     9: DType.bool, 10: DType.f16, 11: DType.f64, 12: DType.u32, 13: DType.u64, 16: DType.bf16,
+    17: DType.f8e4m3fn, 18: DType.f8e4m3fnuz, 19: DType.f8e5m2, 20: DType.f8e5m2fnuz,
 }
 
 

@@ -277,11 +277,25 @@ def _where(ctx: ConvertContext, node: Node) -> Out:
     return [ctx.op("core.where", ctx.cast(cond, DType.bool), ctx.cast(x, dtype), ctx.cast(y, dtype))]
 
 
+def _saturating_cast(ctx: ConvertContext, node: Node, x: Value, dtype: DType) -> Value:
+    """``core.cast`` to ``dtype``; into float8 with ``saturate`` (the default) values past the
+    largest finite float8, infinities included, become it first (NaN stays NaN)."""
+    if dtype.bits != 8 or not dtype.is_float or not x.type.dtype.is_float or not ctx.attr(node, "saturate", 1):
+        return ctx.cast(x, dtype)
+    import ml_dtypes
+
+    top = float(ml_dtypes.finfo(dtype.to_numpy()).max)
+    # clip(x, -max, max) -> cast
+    low = ctx.constant(np.asarray(-top, x.type.dtype.to_numpy()))
+    high = ctx.constant(np.asarray(top, x.type.dtype.to_numpy()))
+    return ctx.cast(ctx.op("core.min", ctx.op("core.max", x, low), high), dtype)
+
+
 @converter("Cast", since=13)
 def _cast(ctx: ConvertContext, node: Node) -> Out:
     x = ctx.need(node, 0)
     dtype = onnx_dtype(ctx.attr(node, "to"), f"Cast node '{node.name}'")
-    out = ctx.cast(x, dtype)
+    out = _saturating_cast(ctx, node, x, dtype)
     dims = ctx.shape_value(x)
     if dims is not None and dtype.is_int:
         ctx.set_shape_value(out, dims)
@@ -290,7 +304,7 @@ def _cast(ctx: ConvertContext, node: Node) -> Out:
 
 @converter("CastLike", since=15)
 def _cast_like(ctx: ConvertContext, node: Node) -> Out:
-    return [ctx.cast(ctx.need(node, 0), ctx.need(node, 1).type.dtype)]
+    return [_saturating_cast(ctx, node, ctx.need(node, 0), ctx.need(node, 1).type.dtype)]
 
 
 @converter("Range", since=11)

@@ -237,6 +237,22 @@ def test_cumprod(opset: int, tmp_path: Path) -> None:
     assert ops.count("CumProd") == (3 if opset >= 26 else 0)
 
 
+def test_cast_to_float8_keeps_numpy_overflow(tmp_path: Path) -> None:
+    # the IR's cast overflows to NaN/inf like numpy; ONNX's float8 Cast would saturate without saturate=0
+    body = """    %0 = core.cast %x {dtype = f8e4m3fn} : f8e4m3fn[B,S]
+    %1 = core.cast %x {dtype = f8e5m2} : f8e5m2[B,S]
+    %2 = core.cast %0 {dtype = f32} : f32[B,S]
+    %3 = core.cast %1 {dtype = f32} : f32[B,S]
+    return %2, %3"""
+    wide: Gen = lambda rng, s: (rng.standard_normal(s) * 3e4).astype(np.float32)  # noqa: E731
+    model = check(_func("f", "%x: f32[B,S]", "f32[B,S], f32[B,S]", body), tmp_path, gens={0: wide}, opset=19)
+    assert [a.i for n in model.graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "saturate"] == [0, 0]
+    with pytest.raises(ExportError, match=r"cast to f8e4m3fn needs ONNX opset 19"):
+        export_onnx(parse_module(_func("f", "%x: f32[2]", "f8e4m3fn[2]",
+                                       "    %0 = core.cast %x {dtype = f8e4m3fn} : f8e4m3fn[2]\n    return %0")),
+                    tmp_path / "old.onnx", opset=17)
+
+
 def test_reshape_to_an_empty_dim(tmp_path: Path) -> None:
     # a literal 0 in the IR's shape is an empty dim, not ONNX's "copy the input dim" (allowzero)
     body = "    %0 = core.reshape %x {shape = [3, 0, 2]} : f32[3,0,2]\n    return %0"

@@ -282,3 +282,21 @@ def test_unsigned_integers(elem: int) -> None:
     for name, g, w in zip(names, got, want):
         assert g.dtype == w.dtype, name
         np.testing.assert_array_equal(g, w, err_msg=name)
+
+
+@pytest.mark.parametrize("elem", [TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2,
+                                  TensorProto.FLOAT8E5M2FNUZ])
+@pytest.mark.parametrize("saturate", [0, 1])
+def test_cast_to_float8_saturates_unless_told_not_to(elem: int, saturate: int) -> None:
+    from onnx.reference import ReferenceEvaluator
+
+    x = np.asarray([1e6, -1e6, np.inf, -np.inf, np.nan, 0.3, -2.75, 300.0], np.float32)
+    nodes = [helper.make_node("Cast", ["x"], ["y"], to=elem, saturate=saturate),
+             helper.make_node("Cast", ["y"], ["z"], to=F)]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, [8])],
+               [helper.make_tensor_value_info("y", elem, [8]), helper.make_tensor_value_info("z", F, [8])], opset=21)
+    y, z = run_module(import_onnx(m).module, [x])
+    want_y, want_z = ReferenceEvaluator(m).run(None, {"x": x})
+    assert y.dtype == helper.tensor_dtype_to_np_dtype(elem)
+    np.testing.assert_array_equal(y.astype(np.float32), want_y.astype(np.float32))
+    np.testing.assert_array_equal(z, want_z)

@@ -25,6 +25,10 @@ WEIGHTS = {
     "u16": np.array([0, 65535], np.uint16),
     "u32": np.array([[1], [2**32 - 1]], np.uint32),
     "u64": np.array([2**63, 2**64 - 1, 7], np.uint64),
+    "f8": np.array([[448.0, -0.0], [np.nan, 0.015625]], ml_dtypes.float8_e4m3fn),
+    "f8uz": np.array([240.0, 1.5], ml_dtypes.float8_e4m3fnuz),
+    "e5": np.array([np.inf, -57344.0, 3.0], ml_dtypes.float8_e5m2),
+    "e5uz": np.array([np.nan, 1.0], ml_dtypes.float8_e5m2fnuz),
 }
 
 

@@ -59,12 +59,16 @@ ROUND_TRIP = {
             %7 = core.constant {value = dense<u16[2]: [0, 65535]>} : u16[2]
             %8 = core.constant {value = dense<u32[2]: [1, 4294967295]>} : u32[2]
             %9 = core.constant {value = dense<u64[3]: [0, 9223372036854775808, 18446744073709551615]>} : u64[3]
-            %10 = core.full {shape = [B, S, 4], value = -inf, dtype = f32} : f32[B,S,4]
-            %11 = core.full {shape = [B, S, 4], value = -0.0, dtype = f32} : f32[B,S,4]
-            %12 = nn.layer_norm %x {eps = 1e-12} : f32[B,S,4]
-            %13 = nn.rms_norm %x {eps = 1.5e-06, ndim = 2} : f32[B,S,4]
-            %14 = core.mul %x, %0 : f32[B,S,4]
-            return %14
+            %10 = core.constant {value = dense<f8e4m3fn[4]: [4.5e+02, -0.0, nan, 0.02]>} : f8e4m3fn[4]
+            %11 = core.constant {value = dense<f8e5m2[3]: [-inf, 6e+04, 0.09]>} : f8e5m2[3]
+            %12 = core.constant {value = dense<f8e4m3fnuz[2]: [2.4e+02, nan]>} : f8e4m3fnuz[2]
+            %13 = core.constant {value = dense<f8e5m2fnuz[2]: [0.5, -3.0]>} : f8e5m2fnuz[2]
+            %14 = core.full {shape = [B, S, 4], value = -inf, dtype = f32} : f32[B,S,4]
+            %15 = core.full {shape = [B, S, 4], value = -0.0, dtype = f32} : f32[B,S,4]
+            %16 = nn.layer_norm %x {eps = 1e-12} : f32[B,S,4]
+            %17 = nn.rms_norm %x {eps = 1.5e-06, ndim = 2} : f32[B,S,4]
+            %18 = core.mul %x, %0 : f32[B,S,4]
+            return %18
           }
         }
         """,
