@@ -17,6 +17,7 @@ import numpy as np
 from optllm.frontends.fx import FrontendError
 from optllm.frontends.onnx.context import ConvertContext, onnx_dtype
 from optllm.frontends.onnx.ops_math import like, onnx_op
+from optllm.frontends.onnx.ops_tensor import saturating_cast
 from optllm.ir import DType, Value
 
 Node = Any
@@ -49,6 +50,20 @@ def _dequantize(ctx: ConvertContext, x: Value, scale: Value, zp: Value | None, a
     return ctx.cast(y, dt)
 
 
+def _is_float8(dt: DType) -> bool:
+    return dt.is_float and dt.bits == 8
+
+
+def _quantize_float8(ctx: ConvertContext, node: Node, x: Value, scale: Value, zp: Value | None, out: DType,
+                     axis: int, block: int) -> Value:
+    # saturate(x / scale + zero_point), rounded by the float8 cast (to nearest even)
+    xf = ctx.cast(x, DType.f32)
+    q = ctx.op("core.div", xf, ctx.cast(_broadcast(ctx, scale, x, axis, block), DType.f32))
+    if zp is not None:
+        q = ctx.op("core.add", q, ctx.cast(_broadcast(ctx, zp, x, axis, block), DType.f32))
+    return saturating_cast(ctx, node, q, out)
+
+
 def _quantize(ctx: ConvertContext, x: Value, scale: Value, zp: Value | None, out: DType, axis: int,
               block: int) -> Value:
     # saturate(round(x / scale) + zero_point)
@@ -66,7 +81,7 @@ def _quantize(ctx: ConvertContext, x: Value, scale: Value, zp: Value | None, out
 @onnx_op("DequantizeLinear", since=13)
 def _dequantize_linear(ctx: ConvertContext, node: Node) -> Out:
     x, scale, zp = ctx.need(node, 0), ctx.need(node, 1), ctx.input(node, 2)
-    if x.type.dtype not in _RANGE:
+    if x.type.dtype not in _RANGE and not _is_float8(x.type.dtype):
         raise FrontendError(f"DequantizeLinear of {x.type.dtype} is not supported")
     y = _dequantize(ctx, x, scale, zp, int(ctx.attr(node, "axis", 1)), int(ctx.attr(node, "block_size", 0)))
     out = ctx.attr(node, "output_dtype", 0)
@@ -78,7 +93,10 @@ def _quantize_linear(ctx: ConvertContext, node: Node) -> Out:
     x, scale, zp = ctx.need(node, 0), ctx.need(node, 1), ctx.input(node, 2)
     out_attr = int(ctx.attr(node, "output_dtype", 0))
     out = zp.type.dtype if zp is not None else (onnx_dtype(out_attr) if out_attr else DType.u8)
-    return [_quantize(ctx, x, scale, zp, out, int(ctx.attr(node, "axis", 1)), int(ctx.attr(node, "block_size", 0)))]
+    axis, block = int(ctx.attr(node, "axis", 1)), int(ctx.attr(node, "block_size", 0))
+    if _is_float8(out):
+        return [_quantize_float8(ctx, node, x, scale, zp, out, axis, block)]
+    return [_quantize(ctx, x, scale, zp, out, axis, block)]
 
 
 @onnx_op("DynamicQuantizeLinear", since=11)

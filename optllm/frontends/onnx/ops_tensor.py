@@ -277,7 +277,7 @@ def _where(ctx: ConvertContext, node: Node) -> Out:
     return [ctx.op("core.where", ctx.cast(cond, DType.bool), ctx.cast(x, dtype), ctx.cast(y, dtype))]
 
 
-def _saturating_cast(ctx: ConvertContext, node: Node, x: Value, dtype: DType) -> Value:
+def saturating_cast(ctx: ConvertContext, node: Node, x: Value, dtype: DType) -> Value:
     """``core.cast`` to ``dtype``; into float8 with ``saturate`` (the default) values past the
     largest finite float8, infinities included, become it first (NaN stays NaN)."""
     if dtype.bits != 8 or not dtype.is_float or not x.type.dtype.is_float or not ctx.attr(node, "saturate", 1):
@@ -295,7 +295,7 @@ def _saturating_cast(ctx: ConvertContext, node: Node, x: Value, dtype: DType) ->
 def _cast(ctx: ConvertContext, node: Node) -> Out:
     x = ctx.need(node, 0)
     dtype = onnx_dtype(ctx.attr(node, "to"), f"Cast node '{node.name}'")
-    out = _saturating_cast(ctx, node, x, dtype)
+    out = saturating_cast(ctx, node, x, dtype)
     dims = ctx.shape_value(x)
     if dims is not None and dtype.is_int:
         ctx.set_shape_value(out, dims)
@@ -304,7 +304,7 @@ def _cast(ctx: ConvertContext, node: Node) -> Out:
 
 @converter("CastLike", since=15)
 def _cast_like(ctx: ConvertContext, node: Node) -> Out:
-    return [_saturating_cast(ctx, node, ctx.need(node, 0), ctx.need(node, 1).type.dtype)]
+    return [saturating_cast(ctx, node, ctx.need(node, 0), ctx.need(node, 1).type.dtype)]
 
 
 @converter("Range", since=11)

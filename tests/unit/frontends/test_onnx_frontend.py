@@ -300,3 +300,21 @@ def test_cast_to_float8_saturates_unless_told_not_to(elem: int, saturate: int) -
     assert y.dtype == helper.tensor_dtype_to_np_dtype(elem)
     np.testing.assert_array_equal(y.astype(np.float32), want_y.astype(np.float32))
     np.testing.assert_array_equal(z, want_z)
+
+
+def test_float8_quantize_dequantize() -> None:
+    import ml_dtypes
+    from onnx.reference import ReferenceEvaluator
+
+    x = np.asarray([[0.0, 1.1, -3.7, 1e5], [np.inf, -1e-3, 50.0, 2.5]], np.float32)
+    scale = numpy_helper.from_array(np.asarray([0.5, 2.0], np.float32), "scale")
+    zp = numpy_helper.from_array(np.zeros(2, ml_dtypes.float8_e4m3fn), "zp")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zp"], ["q"], axis=0),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zp"], ["y"], axis=0)]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, [2, 4])],
+               [helper.make_tensor_value_info("q", TensorProto.FLOAT8E4M3FN, [2, 4]),
+                helper.make_tensor_value_info("y", F, [2, 4])], inits=[scale, zp], opset=21)
+    q, y = run_module(import_onnx(m).module, [x])
+    want_q, want_y = ReferenceEvaluator(m).run(None, {"x": x})
+    assert q.tobytes() == want_q.astype(q.dtype).tobytes()
+    np.testing.assert_array_equal(y, want_y)
