@@ -38,6 +38,7 @@ parameter's type). What the printed code looks like::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 
 import llvmlite.ir as ir
@@ -108,7 +109,20 @@ def emit_module(kernels: Sequence[Kernel], vector_width: int | None = None) -> s
         raise KIRError(f"kernel names must be unique in one module: {names}")
     for k in kernels:
         _KernelGen(module, k, vector_width).emit()
-    return str(module)
+    return _finish_metadata(str(module))
+
+
+# llvmlite prints neither distinct nodes nor self-referential loop ids, which the parallel-access
+# metadata of independent loops needs; they are printed as tagged placeholders and rewritten:
+#   !5 = !{ !"optllm.access_group" }          ->  !5 = distinct !{}
+#   !7 = !{ !"optllm.loop_id", !8 }           ->  !7 = distinct !{!7, !8}
+_AG_RE = re.compile(r'^(![0-9]+) = !{ ?!"optllm\.access_group\.[0-9]+" ?}$', re.M)
+_LOOP_RE = re.compile(r'^(![0-9]+) = !{ ?!"optllm\.loop_id\.[0-9]+", (![0-9]+) ?}$', re.M)
+
+
+def _finish_metadata(text: str) -> str:
+    text = _AG_RE.sub(lambda m: f"{m.group(1)} = distinct !{{}}", text)
+    return _LOOP_RE.sub(lambda m: f"{m.group(1)} = distinct !{{{m.group(1)}, {m.group(2)}}}", text)
 
 
 def _num_threads_global(module: ir.Module) -> ir.GlobalVariable:
@@ -251,6 +265,7 @@ class _FnGen:
         self.module = kg.module
         self.fn = fn
         self.tid = tid  # ThreadIndex() inside an outlined parallel body, else None (0)
+        self.access_group: ir.Value | None = None  # of the innermost independent loop
         entry = fn.append_basic_block("entry")
         self.alloca_b = ir.IRBuilder(entry)
         self.b = ir.IRBuilder(fn.append_basic_block("body"))
@@ -316,7 +331,8 @@ class _FnGen:
         f = declare(self.module, BLAS_THREADS_SYMBOL, _I32, [_I32])
         self.b.call(f, [saved])
 
-    def counted_loop(self, var: str, start: ir.Value, stop: ir.Value, body: Callable[[ir.Value], None]) -> None:
+    def counted_loop(self, var: str, start: ir.Value, stop: ir.Value, body: Callable[[ir.Value], None],
+                     loop_md: ir.Value | None = None) -> None:
         b = self.b
         ctr = self.alloca(_I64, var)
         b.store(start, ctr)
@@ -330,7 +346,9 @@ class _FnGen:
         b.position_at_end(loop_body)
         body(i)
         b.store(b.add(i, _I64(1), flags=["nsw"]), ctr)
-        b.branch(cond)
+        latch = b.branch(cond)
+        if loop_md is not None:
+            latch.set_metadata("llvm.loop", loop_md)
         b.position_at_end(end)
 
     # -- statements --
@@ -349,7 +367,9 @@ class _FnGen:
                 value = b.zext(value, _I8)
             elif s.value.type == BF16:  # exact: registers hold bfloat16 values
                 value = b.trunc(b.lshr(b.bitcast(value, _I32), _I32(16)), ir.IntType(16))
-            b.store(value, ptr, align=env[s.buffer][2].itemsize)
+            st = b.store(value, ptr, align=env[s.buffer][2].itemsize)
+            if self.access_group is not None:
+                st.set_metadata("llvm.access.group", self.access_group)
         elif isinstance(s, Let):
             env[s.name] = ("val", self.expr(s.value, env), s.value.type)
         elif isinstance(s, Declare):
@@ -372,7 +392,17 @@ class _FnGen:
             self.kg.outline(self, s, env)
             return
         start, stop = self.expr(s.start, env), self.expr(s.stop, env)
-        self.counted_loop(s.var, start, stop, lambda i: self.block(s.body, {**env, s.var: ("val", i, I64)}))
+        outer = self.access_group
+        loop_md = None
+        if s.independent:  # buffer accesses of this loop carry no cross-iteration dependence
+            n = len(self.module.metadata)
+            self.access_group = self.module.add_metadata([ir.MetaDataString(self.module, f"optllm.access_group.{n}")])
+            par = self.module.add_metadata([ir.MetaDataString(self.module, "llvm.loop.parallel_accesses"),
+                                            self.access_group])
+            loop_md = self.module.add_metadata([ir.MetaDataString(self.module, f"optllm.loop_id.{n}"), par])
+        self.counted_loop(s.var, start, stop, lambda i: self.block(s.body, {**env, s.var: ("val", i, I64)}),
+                          loop_md=loop_md)
+        self.access_group = outer
 
     def _if(self, s: If, env: Env) -> None:
         cond = self.expr(s.cond, env)
@@ -424,6 +454,8 @@ class _FnGen:
         if isinstance(e, Load):
             ptr = self._elem_ptr(e.buffer, e.index, env)
             value = b.load(ptr, align=e.ctype.itemsize)
+            if self.access_group is not None:
+                value.set_metadata("llvm.access.group", self.access_group)
             if e.ctype == BF16:
                 return b.bitcast(b.shl(b.zext(value, _I32), _I32(16)), ir.FloatType())
             return b.icmp_unsigned("!=", value, _I8(0)) if e.ctype == BOOL else value
