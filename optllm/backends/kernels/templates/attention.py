@@ -96,13 +96,13 @@ def _row_softmax(mask: str | None, causal: bool) -> list[Stmt]:
     return [
         *row,
         Declare("mx", Const(float("-inf"), F32)),
-        For("j", c(0), v("cols"), tuple(first)),
+        For("j", c(0), v("cols"), tuple(first), independent=True),
         Let("m", finite_or_zero(v("mx", F32))),
         Declare("total", Const(0.0, F32)),
         For("j", c(0), v("cols"), (Let("e", Unary("exp", sv - v("m", F32))), Store("scratch", idx, v("e", F32)),
-                                   Assign("total", v("total", F32) + v("e", F32)))),
+                                   Assign("total", v("total", F32) + v("e", F32))), independent=True),
         Let("inv", Const(1.0, F32) / v("total", F32)),  # 0 * (1/0) = NaN for a fully masked row
-        For("j", c(0), v("cols"), (Store("scratch", idx, sv * v("inv", F32)),)),
+        For("j", c(0), v("cols"), (Store("scratch", idx, sv * v("inv", F32)),), independent=True),
     ]
 
 

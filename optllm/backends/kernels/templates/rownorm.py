@@ -116,11 +116,11 @@ def norm_kernel(kind: str, dtype: ScalarType, *, skip: bool, has_weight: bool, h
         first.append(Assign("total", v("total", acc) + sa))
         stats: list[Stmt] = [
             Declare("total", zero),
-            For("j", c(0), n, tuple(first)),
+            For("j", c(0), n, tuple(first), independent=True),
             Let("mean", v("total", acc) / nf),
             Declare("sq", zero),
             For("j", c(0), n, (Let("d", cast_to(s_later(), acc) - v("mean", acc)),
-                               Assign("sq", v("sq", acc) + v("d", acc) * v("d", acc)))),
+                               Assign("sq", v("sq", acc) + v("d", acc) * v("d", acc))), independent=True),
             Let("rstd", Const(1.0, acc) / Unary("sqrt", v("sq", acc) / nf + eps)),
         ]
         y = (cast_to(s_later(), acc) - v("mean", acc)) * v("rstd", acc)
@@ -128,7 +128,7 @@ def norm_kernel(kind: str, dtype: ScalarType, *, skip: bool, has_weight: bool, h
         first.append(Assign("total", v("total", acc) + sa * sa))
         stats = [
             Declare("total", zero),
-            For("j", c(0), n, tuple(first)),
+            For("j", c(0), n, tuple(first), independent=True),
             # the reference rounds the scale to the element type before multiplying
             Let("rstd", cast_to(Const(1.0, acc) / Unary("sqrt", v("total", acc) / nf + eps), dtype)),
         ]
@@ -137,7 +137,7 @@ def norm_kernel(kind: str, dtype: ScalarType, *, skip: bool, has_weight: bool, h
         y = y * cast_to(load("weight", j, dtype), acc)
     if has_bias:
         y = y + cast_to(load("bias", j, dtype), acc)
-    write = For("j", c(0), n, (Store("out", v("out_o") + j, cast_to(y, dtype)),))
+    write = For("j", c(0), n, (Store("out", v("out_o") + j, cast_to(y, dtype)),), independent=True)
 
     body = For("r", c(0), v("rows"), (*row_offsets, *stats, write), parallel=True, work=ROW_WORK)
     names = ["out", "x"] + ["skip"] * skip + ["sum_out"] * write_sum + ["weight"] * has_weight + ["bias"] * has_bias

@@ -47,25 +47,25 @@ def softmax_kernel(dtype: ScalarType, *, log: bool) -> Kernel:
     head: list[Stmt] = [
         Let("x_o", r * v("x_rs")), Let("out_o", r * v("out_rs")),
         Declare("mx", Const(float("-inf"), acc)),
-        For("j", c(0), n, (Assign("mx", Binary("max", v("mx", acc), xj)),)),
+        For("j", c(0), n, (Assign("mx", Binary("max", v("mx", acc), xj)),), independent=True),
         Let("m", finite_or_zero(v("mx", acc))),
         Declare("total", Const(0.0, acc)),
     ]
     if log:
         tail: list[Stmt] = [
-            For("j", c(0), n, (Assign("total", v("total", acc) + Unary("exp", xj - m)),)),
+            For("j", c(0), n, (Assign("total", v("total", acc) + Unary("exp", xj - m)),), independent=True),
             Let("lse", Unary("log", v("total", acc))),
-            For("j", c(0), n, (Store("out", v("out_o") + j, cast_to((xj - m) - v("lse", acc), dtype)),)),
+            For("j", c(0), n, (Store("out", v("out_o") + j, cast_to((xj - m) - v("lse", acc), dtype)),), independent=True),
         ]
     else:  # exp is stored once and rescaled in place (reads out, so out == x is fine)
         e = Unary("exp", xj - m)
         tail = [
             For("j", c(0), n, (Let("e", cast_to(e, dtype)), Store("out", v("out_o") + j, v("e", dtype)),
-                               Assign("total", v("total", acc) + cast_to(v("e", dtype), acc)))),
+                               Assign("total", v("total", acc) + cast_to(v("e", dtype), acc))), independent=True),
             Let("inv", Const(1.0, acc) / v("total", acc)),
             For("j", c(0), n, (Store("out", v("out_o") + j,
                                      cast_to(cast_to(load("out", v("out_o") + j, dtype), acc) * v("inv", acc),
-                                             dtype)),)),
+                                             dtype)),), independent=True),
         ]
     body = For("r", c(0), v("rows"), (*head, *tail), parallel=True, work=ROW_WORK)
     params = (Param("out", "buffer", dtype), Param("x", "buffer", dtype),
