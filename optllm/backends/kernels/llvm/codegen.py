@@ -88,7 +88,7 @@ from optllm.backends.kernels.llvm.scalar import (
     round_bf16,
 )
 
-PARALLEL_MIN_WORK = 1 << 15
+PARALLEL_MIN_WORK = 1 << 17
 """A parallel loop whose ``(stop - start) * work`` is below this runs on the calling thread: waking
 the OpenMP team costs a few microseconds, about what 32K scalar operations take on one core."""
 

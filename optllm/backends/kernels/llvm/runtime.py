@@ -8,11 +8,15 @@
 * :data:`NUM_THREADS_SYMBOL` names an ``i64`` in this process that every kernel reads for
   ``NumThreads()`` and as the team size of ``GOMP_parallel``; :func:`set_num_threads` writes it.
 
-libgomp reads ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` when it is loaded. Its default (spin,
-then sleep) hands work to the team fastest on an idle machine, but on an oversubscribed one it
-is ruinous: on this 2-core machine under a load average of 7, a 2-thread region took ~24 ms
-instead of ~1.3 ms, while ``OMP_WAIT_POLICY=passive`` gave 1.4 ms. Set it in the environment
-before the first kernel is compiled where the machine is shared.
+The kernels get a **private copy of libgomp**, opened by its full path (so not the copy torch
+loaded under the same soname) and bound to the JIT by explicit symbols, because libgomp reads
+``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` once, when it is loaded. Its default (spin ~300k
+iterations, then sleep) hands work to the team fastest on an idle machine but is ruinous on an
+oversubscribed one: on this 2-core machine under a load average of 7, a 2-thread region took
+~24 ms instead of ~1.3 ms, while ``OMP_WAIT_POLICY=passive`` gave 1.4 ms. Our copy therefore
+spins :data:`DEFAULT_SPINCOUNT` iterations (``OPTLLM_GOMP_SPINCOUNT`` overrides it) — long enough
+to catch the next kernel of a plan, short enough to yield the core soon — unless the user set
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` themselves, which are then honoured.
 """
 
 from __future__ import annotations
@@ -73,18 +77,48 @@ def _find_openblas() -> str:
                    "install numpy from its manylinux wheel")
 
 
+DEFAULT_SPINCOUNT = "20000"
+_GOMP_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+              "/lib/aarch64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib", "/lib")
+
+
+def gomp_path() -> str:
+    """The full path of the system's libgomp (``libgomp.so.1``)."""
+    for d in _GOMP_DIRS:
+        path = os.path.join(d, "libgomp.so.1")
+        if os.path.exists(path):
+            return path
+    name = ctypes.util.find_library("gomp")
+    if name and os.path.isabs(name):
+        return name
+    raise KIRError("parallel kernels need libgomp (GNU OpenMP runtime, libgomp.so.1); install the Debian "
+                   "package libgomp1")
+
+
+def _private_gomp() -> ctypes.CDLL:
+    """Open our own libgomp with our spin policy in its environment (read at load time only)."""
+    path = gomp_path()
+    user_set = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
+    if user_set:
+        return ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
+    os.environ["GOMP_SPINCOUNT"] = os.environ.get("OPTLLM_GOMP_SPINCOUNT", DEFAULT_SPINCOUNT)
+    try:
+        return ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
+    finally:
+        del os.environ["GOMP_SPINCOUNT"]
+
+
 @functools.cache
 def load_runtime() -> None:
     """Make libgomp, the BLAS entry points and the thread-count variable visible to the JIT."""
     import llvmlite.binding as llvm
 
-    gomp = ctypes.util.find_library("gomp")
-    if gomp is None:
-        raise KIRError("parallel kernels need libgomp (GNU OpenMP runtime); install the Debian package libgomp1")
-    # Hold our own dlopen reference: LLVM closes its handles at exit, and unmapping libgomp while
-    # its idle workers still spin in it crashes the process on the way out.
-    _keep.append(ctypes.CDLL(gomp, mode=ctypes.RTLD_GLOBAL))
-    llvm.load_library_permanently(gomp)
+    gomp = _private_gomp()
+    # Hold our own dlopen reference: unmapping libgomp while its idle workers still spin in it
+    # crashes the process on the way out.
+    _keep.append(gomp)
+    for name in ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads"):
+        llvm.add_symbol(name, ctypes.cast(getattr(gomp, name), ctypes.c_void_p).value)
     llvm.add_symbol(NUM_THREADS_SYMBOL, ctypes.addressof(_num_threads))
     try:
         blas = ctypes.CDLL(_find_openblas())

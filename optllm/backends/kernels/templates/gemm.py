@@ -43,16 +43,15 @@ from optllm.backends.kernels.templates.scalar import ACTIVATIONS
 
 
 def gemm_blocks(m: int, n: int, threads: int) -> tuple[int, int]:
-    """Block shape ``(bm, bn)``: about ``2 * threads`` tasks (so an uneven split costs little),
-    columns in multiples of 64 (whole vector registers and cache lines), rows split only when
-    the matrix is taller than wide."""
-    tasks = max(1, 2 * threads) if threads > 1 else 1
-    if n >= m or m < 2 * tasks:
-        bn = max(64, -(-n // tasks))
-        bn = -(-bn // 64) * 64
-        return m, min(bn, max(n, 1))
-    bm = max(16, -(-m // tasks))
-    return bm, max(n, 1)
+    """Block shape ``(bm, bn)``: one block per worker, cut along the longer side, columns in
+    multiples of 16 (a vector register of f32) — equal shares, because the kernel's parallel
+    loop hands each worker one contiguous chunk of tasks."""
+    if threads <= 1:
+        return max(m, 1), max(n, 1)
+    if n >= m:
+        bn = -(-n // threads)
+        return max(m, 1), max(16, -(-bn // 16) * 16)
+    return max(1, -(-m // threads)), max(n, 1)
 
 
 def linear_kernel(name: str, dtype: ScalarType, *, transpose_w: bool, bias: bool, activation: str,
