@@ -21,13 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from optllm.ir.diagnostics import OptllmError
-
 MANIFEST = "manifest.json"
 FORMAT = "optllm-build/1"
 
 
-class BuildError(OptllmError):
+class BuildError(Exception):
     """A malformed build directory or an unsupported target for ``compile``."""
 
 

@@ -469,7 +469,7 @@ def _dispatch(argv: list[str]) -> int:
 def _is_user_error(e: BaseException) -> bool:
     from optllm.ir.diagnostics import OptllmError
 
-    return isinstance(e, (OptllmError, UsageError, OSError, ModuleNotFoundError))
+    return isinstance(e, (OptllmError, UsageError, OSError, ModuleNotFoundError, build_cmd.BuildError))
 
 
 def _setup_logging(debug: bool) -> None:
