@@ -206,6 +206,6 @@ def export_onnx(model: Any, kwargs: dict[str, Any], path: Any) -> None:
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Positional(model), tuple(kwargs.values()), str(path), input_names=names,
+        torch.onnx.export(Positional(model).eval(), tuple(kwargs.values()), str(path), input_names=names,
                           opset_version=17, dynamo=False, do_constant_folding=True,
                           dynamic_axes={n: {0: "B", 1: "S"} for n in names})
