@@ -172,7 +172,8 @@ def bind(program: Program, kernels: Mapping[str, CompiledKernel], *, checked: bo
     for s in program.storages:
         if s.kind == "arena" and s.id in live:
             first, last = live[s.id]
-            requests.append(BufferRequest(s.id, s.nbytes, first, last, s.inplace_of if s.inplace_of in live else None))
+            reuse = s.inplace_of if s.inplace_of in live and program.storages[s.inplace_of].kind == "arena" else None
+            requests.append(BufferRequest(s.id, s.nbytes, first, last, reuse))  # never in place of an output
     plan = plan_memory(requests, alignment=ALIGN, num_steps=len(program.steps))
     if checked:
         offsets, at = {}, 0
