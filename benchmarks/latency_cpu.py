@@ -32,9 +32,11 @@ one export and one optimized file serve every row of a model.
 Method: the same thread count everywhere (``--threads``, default ``os.cpu_count()``):
 ``torch.set_num_threads``, ORT ``intra_op_num_threads=N`` / ``inter_op_num_threads=1``,
 ``OMP_NUM_THREADS=N`` set before numpy or optllm's kernels load (and threadpoolctl's limit on the
-BLAS/OpenMP pools where it is installed). Each runtime is called ``--warmup`` times, then the
-runtimes are interleaved round-robin over ``--repeats`` rounds, the order rotated every round, so
-slow drift of this shared machine hits all of them alike. Cells: median, p10 and p90 of the
+BLAS/OpenMP pools where it is installed). Each runtime is called ``--warmup`` times, then timed
+in 4 rotating blocks of ``--repeats / 4`` back-to-back calls, each block after 50 ms of idle time
+and one untimed call (see ``time_round_robin``: single interleaved calls would be timed against
+the previous runtime's still-spinning worker threads), so slow drift of this shared machine hits
+all of them alike. Cells: median, p10 and p90 of the
 per-call wall times in ms; ``vs ORT`` = median / ORT ENABLE_ALL's median (< 1 is faster);
 ``max abs`` / ``max rel`` of the runtime's first output against torch eager's (rel over elements
 with ``|ref| > 1e-3 max|ref|``, as in ``graph_reduction.py``).
@@ -310,23 +312,36 @@ def _ort_or_raise(path: Path, error: str, kwargs: dict[str, Any], threads: int) 
     return ort_runner(path, kwargs, threads)
 
 
-def time_round_robin(runners: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """``warmup`` calls each, then ``repeats`` rounds, one call of each runtime per round, the order
-    rotated by one every round. Per-call wall times in ms."""
+SETTLE_S = 0.05  # idle time before each block, so every other runtime's worker threads sleep
+
+
+def time_round_robin(runners: dict[str, Callable[[], Any]], warmup: int, repeats: int,
+                     blocks: int = 4) -> dict[str, list[float]]:
+    """``warmup`` calls each, then ``blocks`` rounds; in each round every runtime (order rotated
+    by one per round) idles ``SETTLE_S``, makes one untimed call, then ``repeats / blocks`` timed
+    calls back to back. Blocks, not single interleaved calls: every runtime keeps worker threads
+    spinning for a while after a call (onnxruntime's pool, libgomp's for torch and optllm), and
+    a single call right after another runtime's would be timed against those spinning threads on
+    a 2-core machine. Rotating blocks still spreads slow drift of the machine over all runtimes.
+    Per-call wall times in ms."""
     import torch
 
     keys = list(runners)
     times: dict[str, list[float]] = {k: [] for k in keys}
+    per_block = max(1, -(-repeats // max(1, blocks)))
     with torch.no_grad():
         for _ in range(warmup):
             for key in keys:
                 runners[key]()
-        for r in range(repeats):
+        for r in range(max(1, blocks)):
             shift = r % len(keys) if keys else 0
             for key in keys[shift:] + keys[:shift]:
-                start = time.perf_counter()
+                time.sleep(SETTLE_S)
                 runners[key]()
-                times[key].append(1e3 * (time.perf_counter() - start))
+                for _ in range(per_block):
+                    start = time.perf_counter()
+                    runners[key]()
+                    times[key].append(1e3 * (time.perf_counter() - start))
     return times
 
 
@@ -468,7 +483,8 @@ def header_lines(result: dict[str, Any]) -> list[str]:
             f"OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: {env['openblas_env']}",
             f"load average (1 min) at start / end: {result['load_average'][0]:.2f} / {result['load_average'][1]:.2f} "
             f"on {os.cpu_count()} cores (other processes on this machine skew every runtime)",
-            f"method: {s['warmup']} warm-up calls each, then {s['repeats']} round-robin rounds (order rotated); "
+            f"method: {s['warmup']} warm-up calls each, then {s['repeats']} timed calls each in 4 rotating blocks "
+            f"(50 ms idle + 1 untimed call before each block); "
             f"median / p10 / p90 of per-call wall time; optllm target {s['target']!r}, passes {s['passes']!r}; "
             f"torch/optllm attention {s['attn']}, ONNX exported with eager attention"]
 

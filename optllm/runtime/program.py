@@ -13,7 +13,7 @@ kernel's argument slots once, and replays the calls::
 Storage kinds: ``input`` and ``output`` storages are bound per call (the caller's arrays and
 fresh result arrays), ``weight`` storages hold the module's constants (pre-packed once),
 ``arena`` storages get an offset in one planned arena, ``err`` is the shared error flag that
-checked gathers write.
+checked gathers write; ``unused`` marks a weight no step reads (re-packed in another layout).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 from optllm.backends.kernels.kir import Kernel
 from optllm.runtime.views import View
 
-STORAGE_KINDS = ("input", "output", "weight", "arena", "err")
+STORAGE_KINDS = ("input", "output", "weight", "arena", "err", "unused")
 
 
 @dataclass

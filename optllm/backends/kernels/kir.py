@@ -368,6 +368,9 @@ PRIMITIVES: dict[str, tuple[str, ...]] = {
     # kernel's own parallel loop splits the work, so one thread pool serves everything.
     "sgemm": ("trans_a", "trans_b", "m", "n", "k", "alpha", "a", "lda", "b", "ldb", "beta",
               "c", "ldc"),
+    # C[M,N] = A[M,K] @ B + beta * C with B pre-packed once (by the runtime, for exactly these
+    # m, n, k) into the target's GEMM panel format: weights are re-laid out once, not per call.
+    "sgemm_packed": ("m", "n", "k", "a", "lda", "b", "beta", "c", "ldc"),
 }
 """Target-provided primitives and their argument names. ``trans_a``/``trans_b`` are I64 0 or 1
 (1: the operand is stored transposed), sizes and leading dims I64 (in elements), ``alpha``/

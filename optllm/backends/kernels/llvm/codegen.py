@@ -70,7 +70,13 @@ from optllm.backends.kernels.kir import (
     Unary,
     Var,
 )
-from optllm.backends.kernels.llvm.runtime import BLAS_THREADS_SYMBOL, NUM_THREADS_SYMBOL, SGEMM_SYMBOL
+from optllm.backends.kernels.llvm.runtime import (
+    BLAS_THREADS_SYMBOL,
+    NUM_THREADS_SYMBOL,
+    PACKED_THREADS_SYMBOL,
+    SGEMM_PACKED_SYMBOL,
+    SGEMM_SYMBOL,
+)
 from optllm.backends.kernels.llvm.scalar import (
     BF16,
     CONTRACT,
@@ -417,6 +423,9 @@ class _FnGen:
                 self.block(s.orelse, env)
 
     def _call(self, s: Call, env: Env) -> None:
+        if s.fn == "sgemm_packed":
+            self._call_packed(s, env)
+            return
         if s.fn != "sgemm":  # pragma: no cover - Call validates names against PRIMITIVES
             raise KIRError(f"kernel {self.kg.kernel.name}: no LLVM lowering for primitive {s.fn}")
         b = self.b
@@ -433,6 +442,25 @@ class _FnGen:
         b.call(sgemm, [_I32(101), trans(val["trans_a"]), trans(val["trans_b"]), val["m"], val["n"], val["k"],
                        val["alpha"], b.inttoptr(val["a"], f32p), val["lda"], b.inttoptr(val["b"], f32p),
                        val["ldb"], val["beta"], b.inttoptr(val["c"], f32p), val["ldc"]])
+
+    def _call_packed(self, s: Call, env: Env) -> None:
+        """``cblas_sgemm_compute`` (MKL, LP64) with B packed; MKL is made single-threaded on the
+        calling worker first (a thread-local setting), so the kernel's loop is the only pool."""
+        b = self.b
+        f32p = ir.FloatType().as_pointer()
+        val = {name: self.expr(e, env) for name, e in zip(kir.PRIMITIVES["sgemm_packed"], s.args)}
+        one = self.alloca(_I32, "mkl_one")
+        b.store(_I32(1), one)
+        b.call(declare(self.module, PACKED_THREADS_SYMBOL, _I32, [_I32.as_pointer()]), [one])
+        compute = declare(self.module, SGEMM_PACKED_SYMBOL, ir.VoidType(),
+                          [_I32, _I32, _I32, _I32, _I32, _I32, f32p, _I32, f32p, _I32, ir.FloatType(), f32p, _I32])
+
+        def i32(v: ir.Value) -> ir.Value:
+            return b.trunc(v, _I32)
+
+        b.call(compute, [_I32(101), _I32(111), _I32(151), i32(val["m"]), i32(val["n"]), i32(val["k"]),
+                         b.inttoptr(val["a"], f32p), i32(val["lda"]), b.inttoptr(val["b"], f32p), i32(val["n"]),
+                         val["beta"], b.inttoptr(val["c"], f32p), i32(val["ldc"])])
 
     # -- expressions --
 

@@ -27,6 +27,7 @@ import functools
 import glob
 import logging
 import os
+from typing import Any
 
 from optllm.backends.kernels.kir import KIRError
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 SGEMM_SYMBOL = "optllm_cblas_sgemm64"
 BLAS_THREADS_SYMBOL = "optllm_blas_set_num_threads_local"
 NUM_THREADS_SYMBOL = "optllm_num_threads"
+SGEMM_PACKED_SYMBOL = "optllm_sgemm_packed_compute"
+PACKED_THREADS_SYMBOL = "optllm_packed_set_num_threads_local"
 
 _num_threads = ctypes.c_int64(0)
 _keep: list[ctypes.CDLL] = []  # native libraries that must stay mapped for the life of the process
@@ -106,6 +109,69 @@ def _private_gomp() -> ctypes.CDLL:
         return ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
     finally:
         del os.environ["GOMP_SPINCOUNT"]
+
+
+class PackedGemm:
+    """Pre-packed GEMM through the MKL that the pinned torch wheel ships in ``libtorch_cpu.so``
+    (``cblas_sgemm_pack`` / ``cblas_sgemm_compute``, LP64): a weight is re-laid out once into
+    MKL's panel format, and every call multiplies by it without packing B again. Measured
+    single-threaded on this machine at M=128: 113-130 GFLOP/s, against 70-101 for OpenBLAS's
+    ``sgemm`` (which packs B on every call) and 95-119 for onnxruntime's MLAS."""
+
+    CBLAS_ROW_MAJOR, CBLAS_B_MATRIX, NO_TRANS, TRANS = 101, 162, 111, 112
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+        self.lib = lib
+        self.get_size = lib.cblas_sgemm_pack_get_size
+        self.get_size.restype = ctypes.c_size_t
+        self.get_size.argtypes = [i, i, i, i]
+        self.pack_fn = lib.cblas_sgemm_pack
+        self.pack_fn.argtypes = [i, i, i, i, i, i, f, p, i, p]
+        self.set_local = lib.mkl_set_num_threads_local  # Fortran-style: takes int*
+
+    def packed_floats(self, m: int, n: int, k: int) -> int:
+        return -(-int(self.get_size(self.CBLAS_B_MATRIX, m, n, k)) // 4)
+
+    def pack(self, dest_address: int, src: Any, transposed: bool, m: int, n: int, k: int) -> None:
+        """Pack ``src`` (a C-contiguous-rows float32 array: [K, N], or [N, K] if ``transposed``)
+        for products with m-row A; ``dest_address`` holds ``packed_floats(m, n, k)`` floats."""
+        one = ctypes.c_int(1)
+        saved = self.set_local(ctypes.byref(one))
+        try:
+            self.pack_fn(self.CBLAS_ROW_MAJOR, self.CBLAS_B_MATRIX, self.TRANS if transposed else self.NO_TRANS,
+                         m, n, k, 1.0, src.ctypes.data, src.strides[0] // 4, dest_address)
+        finally:
+            restore = ctypes.c_int(saved)
+            self.set_local(ctypes.byref(restore))
+
+
+@functools.cache
+def packed_gemm() -> PackedGemm | None:
+    """The MKL packed GEMM from torch's ``libtorch_cpu.so``, or ``None`` (with the reason logged)
+    when torch is not installed or its build has no MKL; ``OPTLLM_GEMM=openblas`` turns it off."""
+    if os.environ.get("OPTLLM_GEMM", "").lower() == "openblas":
+        return None
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.origin:
+        log.info("packed GEMM unavailable: torch is not installed")
+        return None
+    path = os.path.join(os.path.dirname(spec.origin), "lib", "libtorch_cpu.so")
+    try:
+        lib = ctypes.CDLL(path)
+        gemm = PackedGemm(lib)
+        compute = ctypes.cast(lib.cblas_sgemm_compute, ctypes.c_void_p).value
+    except (OSError, AttributeError) as err:
+        log.info("packed GEMM unavailable (%s): %s", path, err)
+        return None
+    _keep.append(lib)
+    import llvmlite.binding as llvm
+
+    llvm.add_symbol(SGEMM_PACKED_SYMBOL, compute)
+    llvm.add_symbol(PACKED_THREADS_SYMBOL, ctypes.cast(gemm.set_local, ctypes.c_void_p).value)
+    return gemm
 
 
 @functools.cache

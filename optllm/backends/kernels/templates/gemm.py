@@ -55,8 +55,13 @@ def gemm_blocks(m: int, n: int, threads: int) -> tuple[int, int]:
 
 
 def linear_kernel(name: str, dtype: ScalarType, *, transpose_w: bool, bias: bool, activation: str,
-                  residual: bool) -> Kernel:
-    """``out[m, n] = act(x[m, k] @ W + bias) + res`` as blocked GEMM tasks with an epilogue."""
+                  residual: bool, packed: bool = False) -> Kernel:
+    """``out[m, n] = act(x[m, k] @ W + bias) + res`` as blocked GEMM tasks with an epilogue.
+
+    With ``packed``, ``w`` holds the weight pre-packed per column block (block ``cb`` at element
+    offset ``cb * wp_stride``, each packed with its own width) and the tasks call the
+    ``sgemm_packed`` primitive; the ``w_ld`` parameter is replaced by ``wp_stride``. (The cpu
+    lowering packs the whole weight as one block and splits rows.)"""
     if dtype != F32:
         raise KIRError(f"the GEMM template supports f32 only so far, got {dtype}")
     if activation not in ACTIVATIONS:
@@ -65,15 +70,21 @@ def linear_kernel(name: str, dtype: ScalarType, *, transpose_w: bool, bias: bool
     nbn = Binary("div", Binary("add", n, Binary("sub", bn, c(1))), bn)
     nbm = Binary("div", Binary("add", m, Binary("sub", bm, c(1))), bm)
     w_block: Expr = Binary("mul", v("c0"), v("w_ld")) if transpose_w else v("c0")
+    out_block = Addr("out", Binary("add", Binary("mul", v("r0"), v("out_rs")), v("c0")))
+    x_block = Addr("x", Binary("mul", v("r0"), v("x_rs")))
+    if packed:
+        gemm = call("sgemm_packed", v("rows"), v("cols"), k, x_block, v("x_rs"),
+                    Addr("w", Binary("mul", Binary("mod", v("t"), nbn), v("wp_stride"))), c(0.0, F32),
+                    out_block, v("out_rs"))
+    else:
+        gemm = call("sgemm", c(0), c(1 if transpose_w else 0), v("rows"), v("cols"), k, c(1.0, F32),
+                    x_block, v("x_rs"), Addr("w", w_block), v("w_ld"), c(0.0, F32), out_block, v("out_rs"))
     body: list[Stmt] = [
         Let("r0", Binary("mul", Binary("div", v("t"), nbn), bm)),
         Let("c0", Binary("mul", Binary("mod", v("t"), nbn), bn)),
         Let("rows", Binary("min", bm, Binary("sub", m, v("r0")))),
         Let("cols", Binary("min", bn, Binary("sub", n, v("c0")))),
-        call("sgemm", c(0), c(1 if transpose_w else 0), v("rows"), v("cols"), k, c(1.0, F32),
-             Addr("x", Binary("mul", v("r0"), v("x_rs"))), v("x_rs"),
-             Addr("w", w_block), v("w_ld"), c(0.0, F32),
-             Addr("out", Binary("add", Binary("mul", v("r0"), v("out_rs")), v("c0"))), v("out_rs")),
+        gemm,
     ]
     if bias or residual or activation != "none":
         row = Binary("add", v("r0"), v("i"))
@@ -94,10 +105,10 @@ def linear_kernel(name: str, dtype: ScalarType, *, transpose_w: bool, bias: bool
         params.append(Param("bias", "buffer", dtype))
     if residual:
         params.append(Param("res", "buffer", dtype))
-    params += [Param(s, "scalar", I64) for s in ("m", "n", "k", "x_rs", "w_ld", "out_rs")]
+    params += [Param(s, "scalar", I64) for s in ("m", "n", "k", "x_rs", "wp_stride" if packed else "w_ld", "out_rs")]
     if residual:
         params.append(Param("res_rs", "scalar", I64))
     params += [Param("bm", "scalar", I64), Param("bn", "scalar", I64)]
     return Kernel(name, tuple(params), (loop,),
                   doc=f"nn.linear (transpose_w={transpose_w}, bias={bias}, activation={activation}, "
-                      f"residual={residual})")
+                      f"residual={residual}, packed={packed})")

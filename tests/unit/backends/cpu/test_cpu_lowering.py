@@ -214,3 +214,25 @@ def test_norm_region_with_a_skip_norm_and_rope_of_any_rank() -> None:
         """, "%x: f32[B,8], %y: f32[B,8], %v: f32[8], %c: f32[8], %s: f32[8]", "f32[B,8], f32[B,8], f32[8]",
         {"g": _f32(8)})
     _check(m, [_f32(5, 8), _f32(5, 8), _f32(8), _f32(8), _f32(8)])
+
+
+def test_large_weights_use_the_packed_gemm_at_every_row_count() -> None:
+    """A weight above PACKED_MIN_ELEMENTS is packed once (MKL panels, when torch's MKL is there)
+    and serves every input shape; the panel buffer is used where it was packed."""
+    from optllm.backends.cpu.lower import PACKED_MIN_ELEMENTS
+
+    k, n = 384, 512
+    assert k * n >= PACKED_MIN_ELEMENTS
+    m = _module(f"""\
+        %w = core.weight {{name = "w"}} : f32[{n},{k}]
+        %y = nn.linear %x, %w {{transpose_w = true, activation = "silu"}} : f32[B,S,{n}]
+        return %y
+        """, f"%x: f32[B,S,{k}]", f"f32[B,S,{n}]", {"w": _f32(n, k)})
+    exe = CpuExecutable(m)
+    for b, s in [(1, 1), (2, 9), (1, 130), (3, 7)]:
+        x = _f32(b, s, k)
+        np.testing.assert_allclose(exe.run([x])[0], run_module(m, [x])[0], rtol=1e-4, atol=1e-4)
+    docs = {st.kernel.doc for bound in exe.programs.values() for st in bound.program.steps}
+    from optllm.backends.kernels.llvm.runtime import packed_gemm
+
+    assert any("packed=True" in d for d in docs) == (packed_gemm() is not None)
