@@ -27,8 +27,6 @@ from tests.property.graphs import assert_outputs_close, envs, modules, random_in
 
 UNSUPPORTED: tuple[tuple[str, str, str], ...] = (
     # (op, a pattern only its CpuLoweringError message matches, why the cpu target does not lower it yet)
-    ("nn.softmax", r"softmax template reduces the last axis only",
-     "a softmax over a non-last axis (lower_nn.py raises; a permute-copy-permute lowering is due)"),
     ("nn.attention", r"attention_kernel is f32 only",
      "attention in f16/f64: the attention template multiplies through the f32 sgemm primitive"),
     ("nn.linear", r"the GEMM template supports f32 only",
@@ -149,8 +147,8 @@ def test_no_storage_is_planned_in_place_of_a_graph_output() -> None:
 
 
 # -- what the random graphs found ------------------------------------------------------------------
-# Bugs of the cpu lowering found by the tests above, pinned as strict xfails: when a fix lands the
-# test passes, xfail(strict=True) fails it, and the marker should go.
+# Bugs found by the tests above: fixed ones stay as regression tests; an open one is pinned as a
+# strict xfail (when a fix lands the test passes, xfail(strict=True) fails it, and the marker goes).
 
 _REGION_RESULTS = {
     "results of two shapes (the second is computed only over the first's shape)": (
@@ -165,11 +163,10 @@ _REGION_RESULTS = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=(AssertionError, CpuLoweringError),
-                   reason="Lowering._region lowers every result of an elementwise region over the first "
-                          "result's shape and loads only the arguments body ops use")
 @pytest.mark.parametrize("case", sorted(_REGION_RESULTS))
-def test_known_bug_elementwise_region_results(case: str) -> None:
+def test_elementwise_region_results_of_several_shapes_and_returned_arguments(case: str) -> None:
+    """Fixed in Lowering._region: one kernel per distinct result shape; a returned argument is
+    copied."""
     sig, outs, body = _REGION_RESULTS[case]
     m = parse_module(f"""module @m {{
   func @forward({sig}) -> ({outs}) {{
@@ -186,10 +183,9 @@ def test_known_bug_elementwise_region_results(case: str) -> None:
     assert_outputs_close(CpuExecutable(m).run(xs), run_reference(m, xs))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the nn.layer_norm reference rounds eps to the element type (f16: 1e-12 -> 0, so a "
-                          "constant row is 0/0 = NaN); the cpu norm template adds eps in f32 (0, like PyTorch)")
-def test_known_bug_f16_layer_norm_of_a_constant_row() -> None:
+def test_f16_layer_norm_of_a_constant_row() -> None:
+    """Fixed in the nn.layer_norm reference: eps is added in f32 for half types (1e-12 rounded
+    to f16 was 0, so a constant row gave 0/0 = NaN; the cpu template and PyTorch give 0)."""
     m = parse_module("""module @m {
   func @forward(%x: f16[2,1]) -> (f16[2,1]) {
     %0 = nn.layer_norm %x {eps = 1e-12} : f16[2,1]

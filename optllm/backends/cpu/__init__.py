@@ -55,7 +55,7 @@ class CpuExecutable:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.threads = threads or get_num_threads()
         self.weights: dict[str, np.ndarray] = {}
-        self.programs: dict[tuple[tuple[str, int], ...], BoundProgram] = {}
+        self.programs: dict[tuple[tuple[str, int], ...], BoundProgram] = {}  # (env, team) -> program
         self.build_seconds: dict[str, float] = {}
         self.prepare(None)
 
@@ -68,7 +68,7 @@ class CpuExecutable:
             env = {s: 2 for s in syms}
             Lowering(self.module, env, self.threads, self.weights).lower(graph)  # raises on unsupported ops
             return None
-        key = tuple(sorted(env.items()))
+        key = (*sorted(env.items()), ("threads", get_num_threads()))  # scratch is sized for the team
         bound = self.programs.get(key)
         if bound is None:
             t0 = time.perf_counter()

@@ -222,8 +222,16 @@ class Lowering:
         body = op.regions[0]
         if kind == "elementwise":
             outs = [self.alloc(r, "region") for r in op.results]
-            self._lower_region_body(op, body, list(body.outputs), outs)
-            if len(outs) == 1:
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for i, r in enumerate(body.outputs):
+                if r.is_arg:  # a region argument returned as it is: a copy
+                    self._run_elementwise(outs[i], [self.view(op.operands[r.index])],
+                                          lambda ctx: [ctx.let(ctx.load(0))], op)
+                else:  # one kernel per distinct result shape (each loop nest runs over its output)
+                    groups.setdefault(outs[i].shape, []).append(i)
+            for idx in groups.values():
+                self._lower_region_body(op, body, [body.outputs[i] for i in idx], [outs[i] for i in idx])
+            if len(outs) == 1 and not body.outputs[0].is_arg:
                 self.inplace(outs[0], [self.view(x) for x in op.operands])
             for r, o in zip(op.results, outs):
                 self.views[id(r)] = o

@@ -17,6 +17,7 @@ import numpy as np
 
 from optllm.backends.cpu.lower import CpuLoweringError, Lowering, _op_text, handler
 from optllm.backends.kernels.kir import ScalarType
+from optllm.backends.kernels.llvm.runtime import get_num_threads
 from optllm.backends.kernels.templates.attention import attention_kernel, default_tile
 from optllm.backends.kernels.templates.rope import rope_kernel
 from optllm.backends.kernels.templates.rownorm import norm_kernel
@@ -138,15 +139,25 @@ Lowering._norm_region = norm_region  # type: ignore[attr-defined]
 
 @handler("nn.softmax")
 def _softmax(lw: Lowering, op: Operation) -> None:
+    """Rows over the last axis; another axis is permuted last (a view, copied only if its rows
+    are not unit-stride) and the result is that permuted layout, viewed back."""
     x = lw.view(op.operands[0])
-    if op.attrs["axis"] % max(x.rank, 1) != x.rank - 1:
-        raise CpuLoweringError(f"the cpu softmax template reduces the last axis only\n  at {_op_text(op)}")
+    axis = op.attrs["axis"] % max(x.rank, 1)
+    k = softmax_kernel(ScalarType.of_numpy(x.dtype), log=bool(op.attrs["log"]))
+    if x.rank > 0 and axis != x.rank - 1:
+        perm = [i for i in range(x.rank) if i != axis] + [axis]
+        inv = [perm.index(i) for i in range(x.rank)]
+        xp, (rows, x_rs, n) = lw.rows_of(x.permute(perm), op)
+        outp = _fresh(lw, xp, "softmax")
+        lw.step(k, {"out": Arg(outp), "x": Arg(xp), "rows": Arg(value=rows), "n": Arg(value=n),
+                    "x_rs": Arg(value=x_rs), "out_rs": Arg(value=n)}, op)
+        lw.views[id(op.results[0])] = outp.permute(inv)
+        return
     x, (rows, x_rs, n) = lw.rows_of(x, op)
     out = lw.alloc(op.results[0], "softmax")
     if out.rows() is None:
         out = _fresh(lw, out, "softmax")
     _, out_rs, _ = out.rows()  # type: ignore[misc]
-    k = softmax_kernel(ScalarType.of_numpy(x.dtype), log=bool(op.attrs["log"]))
     lw.step(k, {"out": Arg(out), "x": Arg(x), "rows": Arg(value=rows), "n": Arg(value=n),
                 "x_rs": Arg(value=x_rs), "out_rs": Arg(value=out_rs)}, op)
     lw.inplace(out, [x])
@@ -193,8 +204,9 @@ def _attention(lw: Lowering, op: Operation) -> None:
         for d, st in enumerate([mb, *ms[-3:]]):
             args[f"m_s{d}"] = Arg(value=int(st))
     tile = default_tile(L, S, lw.threads, batch_heads=nb * hq)
-    scratch = lw.program.new_storage("arena", lw.threads * tile * S * 4, what="attention scratch")
-    args["scratch"] = Arg(View(scratch.id, 0, (lw.threads * tile * S,), (1,), np.dtype(np.float32)))
+    team = max(lw.threads, get_num_threads())  # the kernel indexes scratch by the running team's ids
+    scratch = lw.program.new_storage("arena", team * tile * S * 4, what="attention scratch")
+    args["scratch"] = Arg(View(scratch.id, 0, (team * tile * S,), (1,), np.dtype(np.float32)))
     scale = op.attrs.get("scale")
     scale = 1.0 / math.sqrt(E) if scale is None else float(scale)
     for name, val in (("nb", nb), ("hq", hq), ("hk", hk), ("L", L), ("S", S), ("E", E), ("Ev", Ev),

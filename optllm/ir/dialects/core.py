@@ -255,7 +255,7 @@ class MatMul(OpDef):
         if a.ndim > 2 and b.ndim == 2:
             # Fold the batch dims into rows, as torch's matmul/linear do: one GEMM, the same
             # blocking as torch (numpy's stacked matmul loops over rows several times slower).
-            rows = np.matmul(a.reshape(-1, a.shape[-1]), b)
+            rows = np.matmul(a.reshape(int(np.prod(a.shape[:-1])), a.shape[-1]), b)  # K may be 0
             return [rows.reshape(a.shape[:-1] + (b.shape[-1],)).astype(a.dtype, copy=False)]
         return [np.matmul(a, b).astype(a.dtype, copy=False)]  # ml_dtypes' bf16 matmul returns f32
 

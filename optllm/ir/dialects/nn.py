@@ -67,6 +67,12 @@ class _Norm(OpDef):
         return Cost(8.0 * in_types[0].numel(dict(env)), base.bytes_read, base.bytes_written)
 
 
+def _eps(eps: float, dtype: np.dtype) -> np.ndarray:
+    """eps in at least f32: a half-precision norm adds it in f32 (as PyTorch does), so a tiny
+    eps such as 1e-12 does not round to 0 and turn a constant row into 0/0."""
+    return np.asarray(eps, dtype if np.dtype(dtype).itemsize >= 4 else np.float32)
+
+
 @register_op
 class LayerNorm(_Norm):
     """``%3 = nn.layer_norm %x, %gamma, %beta {eps = 1.0e-05} : f32[B,S,768]``."""
@@ -80,7 +86,7 @@ class LayerNorm(_Norm):
         mean = x.mean(axis=axes, keepdims=True)
         d = x - mean
         var = (d * d).mean(axis=axes, keepdims=True)
-        y = d / np.sqrt(var + np.asarray(attrs["eps"], x.dtype))
+        y = d / np.sqrt(var + _eps(attrs["eps"], x.dtype))
         if len(inputs) > 1:
             y = y * inputs[1]
         if len(inputs) > 2:
@@ -99,7 +105,7 @@ class RmsNorm(_Norm):
         x = inputs[0]
         axes = tuple(range(x.ndim - attrs["ndim"], x.ndim))
         ms = (x * x).mean(axis=axes, keepdims=True)
-        y = x * (1.0 / np.sqrt(ms + np.asarray(attrs["eps"], x.dtype))).astype(x.dtype)
+        y = x * (1.0 / np.sqrt(ms + _eps(attrs["eps"], x.dtype))).astype(x.dtype)
         if len(inputs) > 1:
             y = y * inputs[1]
         return [y.astype(x.dtype, copy=False)]

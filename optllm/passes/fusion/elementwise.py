@@ -140,6 +140,8 @@ class NormPrologue(Pattern):
         reg = x.owner
         if reg is None or reg.name != "fused.region" or reg.attrs["kind"] != "elementwise":
             return "the normalised input is not an elementwise fused.region"
+        if len(reg.results) != 1:  # the rewrite inlines the region's only result
+            return "the region has several results"
         if len(x.uses) != 1 or is_output(x):
             return "the region's result has other readers"
         return Match(op, region=reg)
