@@ -328,17 +328,18 @@ def time_round_robin(runners: dict[str, Callable[[], Any]], warmup: int, repeats
 
     keys = list(runners)
     times: dict[str, list[float]] = {k: [] for k in keys}
-    per_block = max(1, -(-repeats // max(1, blocks)))
+    blocks = max(1, min(blocks, repeats))
+    sizes = [repeats // blocks + (1 if b < repeats % blocks else 0) for b in range(blocks)]  # sum == repeats
     with torch.no_grad():
         for _ in range(warmup):
             for key in keys:
                 runners[key]()
-        for r in range(max(1, blocks)):
+        for r, size in enumerate(sizes):
             shift = r % len(keys) if keys else 0
             for key in keys[shift:] + keys[:shift]:
                 time.sleep(SETTLE_S)
                 runners[key]()
-                for _ in range(per_block):
+                for _ in range(size):
                     start = time.perf_counter()
                     runners[key]()
                     times[key].append(1e3 * (time.perf_counter() - start))

@@ -237,7 +237,9 @@ class Lowering:
                 self.views[id(r)] = o
             return
         if kind == "norm":
-            self._norm_region(op)
+            from optllm.backends.cpu.lower_nn import norm_region
+
+            norm_region(self, op)
             return
         raise CpuLoweringError(f"fused.region kind={kind!r} has no cpu template yet\n  at {_op_text(op)}")
 
@@ -280,9 +282,10 @@ class Lowering:
                     raise CpuLoweringError(f"a gather inside a fused region must read its table from a "
                                            f"region argument\n  at {_op_text(op)}")
                 gshape = self.shape(bop.results[0])
-                iv = arg_views[ids.index] if ids.is_arg else None
-                if iv is None:
-                    operand_index(ids)
+                if not ids.is_arg:
+                    raise CpuLoweringError(f"a gather inside a fused region must read its ids from a region "
+                                           f"argument\n  at {_op_text(op)}")
+                iv = arg_views[ids.index]
                 ids_rank = len(self.shape(ids))
                 gstrides = [0] * axis + list(iv.strides) + [0] * (len(gshape) - axis - ids_rank)
                 pseudo = View(iv.storage, iv.offset, gshape, tuple(gstrides), iv.dtype)
@@ -416,7 +419,8 @@ def _reshape(lw: Lowering, op: Operation) -> None:
     shape = lw.shape(op.results[0])
     out = src.reshape(shape)
     if out is None:
-        out = lw.copy(src, op).reshape(shape)
+        out = lw.copy(src, op).reshape(shape)  # a contiguous copy always reshapes
+    assert out is not None
     lw.views[id(op.results[0])] = out
 
 

@@ -134,7 +134,6 @@ def norm_region(lw: Lowering, op: Operation) -> None:
         lw.views[id(res)] = outs[list(last.results).index(r)]
 
 
-Lowering._norm_region = norm_region  # type: ignore[attr-defined]
 
 
 @handler("nn.softmax")

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
 import llvmlite.ir as ir
 
@@ -66,7 +67,7 @@ def get(module: ir.Module, op: str, ty: ir.Type) -> ir.Function:
     return fn
 
 
-Num = ir.Value | float | int
+Num: TypeAlias = "ir.Value | float | int"
 
 
 class _M:
