@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -57,6 +58,7 @@ class CpuExecutable:
         self.weights: dict[str, np.ndarray] = {}
         self.programs: dict[tuple[tuple[str, int], ...], BoundProgram] = {}  # (env, team) -> program
         self.build_seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
         self.prepare(None)
 
     def prepare(self, env: dict[str, int] | None) -> BoundProgram | None:
@@ -87,9 +89,10 @@ class CpuExecutable:
     def run(self, inputs: Sequence[Any]) -> list[np.ndarray]:
         arrays = [np.asarray(x) for x in inputs]
         env = bind_symbols(self.module.main, arrays)
-        bound = self.prepare(env)
-        assert bound is not None
-        return bound.run(arrays)
+        with self._lock:  # one arena and one set of slots per shape: calls take turns
+            bound = self.prepare(env)
+            assert bound is not None
+            return bound.run(arrays)
 
     def memory(self, env: dict[str, int]) -> dict[str, Any]:
         bound = self.prepare(env)

@@ -236,3 +236,30 @@ def test_large_weights_use_the_packed_gemm_at_every_row_count() -> None:
     from optllm.backends.kernels.llvm.runtime import packed_gemm
 
     assert any("packed=True" in d for d in docs) == (packed_gemm() is not None)
+
+
+def test_calls_from_several_threads_take_turns_and_stay_correct() -> None:
+    import threading
+
+    m = _module("""\
+        %0 = core.exp %x : f32[B,S]
+        %1 = nn.softmax %0 {axis = -1} : f32[B,S]
+        return %1
+        """, "%x: f32[B,S]", "f32[B,S]")
+    exe = CpuExecutable(m)
+    inputs = [_f32(3, 50 + i) for i in range(6)]
+    want = [run_module(m, [x])[0] for x in inputs]
+    errors: list[str] = []
+
+    def worker(i: int) -> None:
+        for _ in range(20):
+            got = exe.run([inputs[i]])[0]
+            if not np.allclose(got, want[i], rtol=1e-5, atol=1e-6):
+                errors.append(f"thread {i}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
