@@ -150,3 +150,8 @@ def print_op(op: Operation) -> str:
         namer.names.setdefault(id(v), "?")
     _print_op(op, namer, "", out)
     return "\n".join(out)
+
+
+def print_op_line(op: Operation) -> str:
+    """The first line of ``print_op``: the op itself, without a region body (for messages)."""
+    return print_op(op).strip().splitlines()[0]

@@ -10,12 +10,12 @@ from optllm.ir.attributes import AttrError
 from optllm.ir.diagnostics import TypeInferenceError, VerifyError
 from optllm.ir.graph import Graph, Module
 from optllm.ir.ops import Operation
-from optllm.ir.printer import print_op
+from optllm.ir.printer import print_op_line
 from optllm.ir.values import Value
 
 
 def _fail(op: Operation, msg: str, where: str) -> VerifyError:
-    return VerifyError(f"{msg}\n  in: {print_op(op).splitlines()[0]}", op, where)
+    return VerifyError(f"{msg}\n  in: {print_op_line(op)}", op, where)
 
 
 def _check_uses(graph: Graph, op: Operation, where: str) -> None:

@@ -33,7 +33,7 @@ from optllm.ir.builder import Builder
 from optllm.ir.diagnostics import OptllmError
 from optllm.ir.graph import Graph, Module
 from optllm.ir.ops import Operation, Trait
-from optllm.ir.printer import print_op
+from optllm.ir.printer import print_op_line
 from optllm.ir.types import TensorType
 from optllm.ir.values import Value
 from optllm.passes.base import PassContext
@@ -205,7 +205,7 @@ def _try_patterns(op: Operation, patterns: Sequence[Pattern], rewriter: Rewriter
 
 
 def _where(op: Operation) -> str:
-    return print_op(op).splitlines()[0]
+    return print_op_line(op)
 
 
 def _index(patterns: Sequence[Pattern]) -> tuple[dict[str, list[Pattern]], list[Pattern]]:

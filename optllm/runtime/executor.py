@@ -26,7 +26,7 @@ import numpy as np
 
 from optllm.backends.kernels.llvm.jit import CompiledKernel
 from optllm.ir.diagnostics import OptllmError
-from optllm.ir.printer import print_op
+from optllm.ir.printer import print_op_line
 from optllm.runtime.native import run_calls
 from optllm.runtime.planner import BufferRequest, MemoryPlan, plan_memory
 from optllm.runtime.program import Program
@@ -74,6 +74,7 @@ class BoundProgram:
     kernel_names: list[str] = field(default_factory=list)
     fn_table: Any = None  # int64[n]: kernel entry points, in call order
     slot_table: Any = None  # int64[n]: addresses of the slot arrays
+    output_storages: list[int] = field(default_factory=list)  # allocated afresh on every call
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         prog = self.program
@@ -83,7 +84,7 @@ class BoundProgram:
             keep.append(arr)
             self._bind(view.storage, arr.ctypes.data)
         out_arrays: dict[int, np.ndarray] = {}
-        for sid in self._output_storages:
+        for sid in self.output_storages:
             n = prog.storages[sid].nbytes
             buf = np.empty(max(1, n + (GUARD if self.guards is not None else 0)), np.uint8)
             if self.guards is not None:
@@ -98,7 +99,7 @@ class BoundProgram:
             code = int(self.err[0])
             self.err[0] = 0
             op = prog.steps[code - 1].op
-            raise RuntimeFault(f"index out of range in a gather\n  while executing {print_op(op).strip().splitlines()[0]}")
+            raise RuntimeFault(f"index out of range in a gather\n  while executing {print_op_line(op)}")
         outs = []
         for view in prog.outputs:
             outs.append(self._materialize(view, out_arrays, keep))
@@ -114,20 +115,16 @@ class BoundProgram:
             for off, n, what in guards:
                 if not (self.arena[off:off + n] == canary).all():
                     raise RuntimeFault(f"step {i} ({step.kernel.name}) wrote past the end of {what}\n"
-                                       f"  while executing {print_op(step.op).strip().splitlines()[0]}")
+                                       f"  while executing {print_op_line(step.op)}")
             for sid, buf in out_arrays.items():
                 n = self.program.storages[sid].nbytes
                 if not (buf[n:] == canary).all():
                     raise RuntimeFault(f"step {i} ({step.kernel.name}) wrote past the end of output storage {sid}\n"
-                                       f"  while executing {print_op(step.op).strip().splitlines()[0]}")
+                                       f"  while executing {print_op_line(step.op)}")
 
     def _bind(self, storage: int, address: int) -> None:
         for p in self.patches.get(storage, ()):
             p.slots[p.index] = address + p.byte_offset
-
-    @property
-    def _output_storages(self) -> list[int]:
-        return [s.id for s in self.program.storages if s.kind == "output"]
 
     def _materialize(self, view: View, out_arrays: Mapping[int, np.ndarray], inputs: Sequence[np.ndarray]) -> np.ndarray:
         s = self.program.storages[view.storage]
@@ -197,6 +194,7 @@ def bind(program: Program, kernels: Mapping[str, CompiledKernel], *, checked: bo
     bound = BoundProgram(program, [], arena, MemoryReport(plan.arena_bytes, plan.lower_bound, plan.ratio(),
                                                           sum(s.nbytes for s in program.storages if s.kind == "weight"),
                                                           len(requests)), plan, err=err)
+    bound.output_storages = [s.id for s in program.storages if s.kind == "output"]
     bound._arena_raw = arena_raw  # type: ignore[attr-defined]  # keeps the allocation alive
     addrs: list[tuple[int, int]] = []
     for step in program.steps:

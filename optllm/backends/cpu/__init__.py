@@ -9,11 +9,10 @@ with the same sizes only patch the input and output addresses and replay the cal
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +27,7 @@ from optllm.backends.reference import bind_symbols
 from optllm.ir.graph import Module
 from optllm.runtime.executor import BoundProgram, bind
 
-__all__ = ["CpuExecutable", "CpuLoweringError", "kernel_cache"]
-
-
-@contextlib.contextmanager
-def kernel_cache(path: Path | None) -> Iterator[None]:
-    """Point the kernel object cache at ``path`` for the duration (a build directory's own)."""
-    if path is None:
-        yield
-        return
-    old = os.environ.get("OPTLLM_CACHE_DIR")
-    os.environ["OPTLLM_CACHE_DIR"] = str(path)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("OPTLLM_CACHE_DIR", None)
-        else:
-            os.environ["OPTLLM_CACHE_DIR"] = old
+__all__ = ["CpuExecutable", "CpuLoweringError"]
 
 
 class CpuExecutable:
@@ -62,8 +44,8 @@ class CpuExecutable:
         self.prepare(None)
 
     def prepare(self, env: dict[str, int] | None) -> BoundProgram | None:
-        """Lower and bind for ``env`` (with ``None``: lower once at B=S=1-free sizes to report
-        unsupported ops at build time, not at the first call)."""
+        """Lower and bind for ``env``. With ``None``: lower once with every dynamic dim at 2, only
+        so that unsupported ops are reported when the model is built, not at its first call."""
         graph = self.module.main
         if env is None:
             syms = sorted({s for v in graph.inputs for d in v.type.shape if not isinstance(d, int) for s in d.symbols()})
@@ -77,8 +59,7 @@ class CpuExecutable:
             lw = Lowering(self.module, env, self.threads, self.weights)
             program = lw.lower(graph)
             t1 = time.perf_counter()
-            with kernel_cache(self.cache_dir):
-                kernels = compile_kernels(list(lw.kernels.values()))
+            kernels = compile_kernels(list(lw.kernels.values()), directory=self.cache_dir)
             t2 = time.perf_counter()
             bound = bind(program, kernels, checked=os.environ.get("OPTLLM_CPU_CHECKED", "") not in ("", "0"))
             bound.kernel_names = sorted(lw.kernels)
@@ -95,6 +76,7 @@ class CpuExecutable:
             return bound.run(arrays)
 
     def memory(self, env: dict[str, int]) -> dict[str, Any]:
-        bound = self.prepare(env)
+        with self._lock:
+            bound = self.prepare(env)
         assert bound is not None
         return bound.memory.as_dict()

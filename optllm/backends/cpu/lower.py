@@ -32,7 +32,7 @@ from optllm.backends.kernels.templates.scalar import scalar_rule
 from optllm.ir.diagnostics import OptllmError
 from optllm.ir.graph import Graph, Module
 from optllm.ir.ops import Operation, Trait
-from optllm.ir.printer import print_op
+from optllm.ir.printer import print_op_line
 from optllm.ir.values import Value
 from optllm.runtime.program import Arg, Program, Step, Storage
 from optllm.runtime.views import View, broadcast_strides, collapse, contiguous_strides
@@ -42,8 +42,7 @@ class CpuLoweringError(OptllmError):
     """An op or a layout the CPU backend cannot lower; names the op and its loc."""
 
 
-def _op_text(op: Operation) -> str:
-    return print_op(op).strip().splitlines()[0]
+_op_text = print_op_line
 
 
 class Lowering:

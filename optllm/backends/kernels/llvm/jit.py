@@ -151,10 +151,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 class KernelLibrary:
-    """Compiles groups of kernels; ``disk=False`` bypasses the on-disk cache."""
+    """Compiles groups of kernels; ``disk=False`` bypasses the on-disk cache, ``directory``
+    replaces its default location (a build directory keeps its own compiled kernels)."""
 
-    def __init__(self, disk: bool = True):
+    def __init__(self, disk: bool = True, directory: Path | None = None):
         self.disk = disk
+        self.directory = directory
+
+    def _path(self, key: str) -> Path:
+        return (self.directory or cache_dir()) / f"{key}.o"
 
     def compile(self, kernels: Sequence[Kernel]) -> dict[str, CompiledKernel]:
         key = cache_key(kernels)
@@ -162,6 +167,8 @@ class KernelLibrary:
             hit = _memory.get(key)
             if hit is not None:
                 cache_stats.memory_hits += 1
+                if self.disk:  # loaded in this process: still make sure this cache holds it
+                    _store_object(self._path(key), next(iter(hit.values()))._engine[2].get("obj"), missing_only=True)
                 return dict(hit)
             for k in kernels:
                 verify_kernel(k)
@@ -181,7 +188,7 @@ class KernelLibrary:
         module.triple = tm.triple
         module.data_layout = str(tm.target_data)
         module.verify()
-        path = cache_dir() / f"{key}.o"
+        path = self._path(key)
         cached = _read(path) if self.disk else None
         if cached is None:
             cache_stats.misses += 1
@@ -200,11 +207,10 @@ class KernelLibrary:
         engine.set_object_cache(notify, getbuffer)
         engine.add_module(module)
         engine.finalize_object()
-        if cached is None and self.disk and "obj" in state:
-            try:
-                _write_atomic(path, state["obj"])
-            except OSError as err:
-                log.warning("kernel cache not written (%s): %s", path, err)
+        if cached is not None:
+            state.setdefault("obj", cached)
+        elif self.disk:
+            _store_object(path, state.get("obj"))
         out = {}
         for k in kernels:
             addr = engine.get_function_address(k.name)
@@ -214,9 +220,21 @@ class KernelLibrary:
         return out
 
 
-def compile_kernels(kernels: Sequence[Kernel], disk: bool = True) -> dict[str, CompiledKernel]:
-    """Verify, print, optimise and load ``kernels`` (one LLVM module); ``{name: CompiledKernel}``."""
-    return KernelLibrary(disk=disk).compile(kernels)
+def _store_object(path: Path, obj: bytes | None, missing_only: bool = False) -> None:
+    """Write compiled object code to the disk cache (atomically); a failure only warns."""
+    if obj is None or (missing_only and path.exists()):
+        return
+    try:
+        _write_atomic(path, obj)
+    except OSError as err:
+        log.warning("kernel cache not written (%s): %s", path, err)
+
+
+def compile_kernels(kernels: Sequence[Kernel], disk: bool = True,
+                    directory: Path | None = None) -> dict[str, CompiledKernel]:
+    """Verify, print, optimise and load ``kernels`` (one LLVM module); ``{name: CompiledKernel}``.
+    ``directory``: the on-disk cache to use instead of ``cache_dir()``."""
+    return KernelLibrary(disk=disk, directory=directory).compile(kernels)
 
 
 def clear_memory_cache() -> None:
