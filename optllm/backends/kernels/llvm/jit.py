@@ -167,7 +167,7 @@ class KernelLibrary:
             hit = _memory.get(key)
             if hit is not None:
                 cache_stats.memory_hits += 1
-                if self.disk:  # loaded in this process: still make sure this cache holds it
+                if self.disk and hit:  # loaded in this process: still make sure this cache holds it
                     _store_object(self._path(key), next(iter(hit.values()))._engine[2].get("obj"), missing_only=True)
                 return dict(hit)
             for k in kernels:
