@@ -154,10 +154,14 @@ class Lowering:
             raise CpuLoweringError(f"internal: kernel {k.name} is missing arguments {missing}\n  at {_op_text(op)}")
         self.program.steps.append(Step(self.kernel(k), args, op, code))
 
+    def fresh(self, like: View, what: str) -> View:
+        """A new contiguous arena storage with ``like``'s shape and element type."""
+        s = self.program.new_storage("arena", like.numel * like.itemsize, what=what)
+        return View(s.id, 0, like.shape, contiguous_strides(like.shape), like.dtype)
+
     def copy(self, src: View, op: Operation) -> View:
         """A contiguous copy of ``src`` (for layouts a template cannot read in place)."""
-        s = self.program.new_storage("arena", src.numel * src.itemsize, what="copy")
-        dst = View(s.id, 0, src.shape, contiguous_strides(src.shape), src.dtype)
+        dst = self.fresh(src, "copy")
         self._run_elementwise(dst, [src], lambda ctx: [ctx.let(ctx.load(0))], op)
         return dst
 
@@ -584,8 +588,7 @@ def _linear(lw: Lowering, op: Operation) -> None:
     out = lw.alloc(op.results[0], "linear")
     out_rows = out.rows()
     if out_rows is None:  # the permuted-layout trick does not fit a GEMM output
-        s = lw.program.new_storage("arena", out.numel * out.itemsize, what="linear")
-        out = View(s.id, 0, out.shape, contiguous_strides(out.shape), out.dtype)
+        out = lw.fresh(out, "linear")
         out_rows = out.rows()
         assert out_rows is not None
     args: dict[str, Arg] = {"out": Arg(out), "x": Arg(x), "w": Arg(w), "m": Arg(value=m), "n": Arg(value=n),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 
 from optllm.backends.cpu.lower import CpuLoweringError, Lowering, _op_text, handler
-from optllm.backends.cpu.lower_nn import _fresh
 from optllm.backends.kernels.kir import ScalarType
 from optllm.backends.kernels.templates.matmul import matmul_loop_kernel, matmul_sgemm_kernel
 from optllm.backends.kernels.templates.reduce import reduce_kernel
@@ -123,7 +122,7 @@ def _matmul(lw: Lowering, op: Operation) -> None:
             b = lw.copy(b, op)
             lb = _gemm_layout(b, k, n)
         if (n > 1 and out.strides[-1] != 1) or (m > 1 and out.strides[-2] < n):
-            out = _fresh(lw, out, "matmul")
+            out = lw.fresh(out, "matmul")
     strides = [list(out.strides[:-2]), _batch(a, batch), _batch(b, batch)]
     cshape, cstrides = collapse(batch, strides) if batch else ([1], [[0], [0], [0]])
     args: dict[str, Arg] = {"out": Arg(out), "a": Arg(a), "b": Arg(b),

@@ -24,7 +24,7 @@ from optllm.backends.kernels.templates.rownorm import norm_kernel
 from optllm.backends.kernels.templates.softmax import softmax_kernel
 from optllm.ir.ops import Operation
 from optllm.runtime.program import Arg
-from optllm.runtime.views import View, broadcast_strides, contiguous_strides
+from optllm.runtime.views import View, broadcast_strides
 
 _NORMS = {"nn.layer_norm": ("layer", False), "nn.rms_norm": ("rms", False),
           "nn.skip_layer_norm": ("layer", True), "nn.skip_rms_norm": ("rms", True)}
@@ -63,22 +63,17 @@ def norm_step(lw: Lowering, op: Operation, x: View, params: list[View], out: Vie
     lw.step(k, args, op)
 
 
-def _fresh(lw: Lowering, like: View, what: str) -> View:
-    s = lw.program.new_storage("arena", like.numel * like.itemsize, what=what)
-    return View(s.id, 0, like.shape, contiguous_strides(like.shape), like.dtype)
-
-
 @handler(*_NORMS)
 def _norm(lw: Lowering, op: Operation) -> None:
     kind, skip = _NORMS[op.name]
     x = lw.view(op.operands[0])
     out = lw.alloc(op.results[0], op.name)
     if out.rows() is None:
-        out = _fresh(lw, out, op.name)
+        out = lw.fresh(out, op.name)
     if skip:
         sum_out = lw.alloc(op.results[1], op.name + " sum")
         if sum_out.rows() is None:
-            sum_out = _fresh(lw, sum_out, op.name + " sum")
+            sum_out = lw.fresh(sum_out, op.name + " sum")
         params = [lw.view(p) for p in op.operands[2:]]
         norm_step(lw, op, x, params, out, skip=lw.view(op.operands[1]), sum_out=sum_out)
         lw.inplace(sum_out, [lw.view(op.operands[1])])  # the residual stream flows on in place
@@ -109,7 +104,7 @@ def norm_region(lw: Lowering, op: Operation) -> None:
             computed.append(v)
     if computed:
         views = [lw.alloc(v, "norm prologue") for v in computed]
-        views = [_fresh(lw, w, "norm prologue") if w.rows() is None else w for w in views]
+        views = [lw.fresh(w, "norm prologue") if w.rows() is None else w for w in views]
         lw._lower_region_body(op, body, computed, views)
         it = iter(views)
         inputs = [w if w is not None else next(it) for w in inputs]
@@ -122,8 +117,8 @@ def norm_region(lw: Lowering, op: Operation) -> None:
     outs = []
     for r in last.results:
         res = result_of.get(id(r))
-        view = lw.alloc(res, "norm region") if res is not None else _fresh(lw, inputs[0], "norm sum")  # type: ignore[arg-type]
-        outs.append(_fresh(lw, view, "norm region") if view.rows() is None else view)
+        view = lw.alloc(res, "norm region") if res is not None else lw.fresh(inputs[0], "norm sum")  # type: ignore[arg-type]
+        outs.append(lw.fresh(view, "norm region") if view.rows() is None else view)
     x = inputs[0]
     assert x is not None
     if skip:
@@ -147,7 +142,7 @@ def _softmax(lw: Lowering, op: Operation) -> None:
         perm = [i for i in range(x.rank) if i != axis] + [axis]
         inv = [perm.index(i) for i in range(x.rank)]
         xp, (rows, x_rs, n) = lw.rows_of(x.permute(perm), op)
-        outp = _fresh(lw, xp, "softmax")
+        outp = lw.fresh(xp, "softmax")
         lw.step(k, {"out": Arg(outp), "x": Arg(xp), "rows": Arg(value=rows), "n": Arg(value=n),
                     "x_rs": Arg(value=x_rs), "out_rs": Arg(value=n)}, op)
         lw.views[id(op.results[0])] = outp.permute(inv)
@@ -155,7 +150,7 @@ def _softmax(lw: Lowering, op: Operation) -> None:
     x, (rows, x_rs, n) = lw.rows_of(x, op)
     out = lw.alloc(op.results[0], "softmax")
     if out.rows() is None:
-        out = _fresh(lw, out, "softmax")
+        out = lw.fresh(out, "softmax")
     _, out_rs, _ = out.rows()  # type: ignore[misc]
     lw.step(k, {"out": Arg(out), "x": Arg(x), "rows": Arg(value=rows), "n": Arg(value=n),
                 "x_rs": Arg(value=x_rs), "out_rs": Arg(value=out_rs)}, op)
@@ -181,7 +176,7 @@ def _attention(lw: Lowering, op: Operation) -> None:
     q, k, v = (t if t.strides[-1] == 1 else lw.copy(t, op) for t in (q, k, v))
     out = lw.alloc(op.results[0], "attention")
     if out.strides[-1] != 1:
-        out = _fresh(lw, out, "attention")
+        out = lw.fresh(out, "attention")
     batch = out.shape[:-3]
     nb = int(np.prod(batch, dtype=np.int64)) if batch else 1
     hq, L, E = q.shape[-3:]
@@ -224,7 +219,7 @@ def _rope(lw: Lowering, op: Operation) -> None:
     cos, sin = (t if broadcast_strides(t, x.shape)[-1] == 1 else lw.copy(t, op) for t in (cos, sin))
     out = lw.alloc(op.results[0], "rope")
     if out.strides[-1] != 1:
-        out = _fresh(lw, out, "rope")
+        out = lw.fresh(out, "rope")
     rank = x.rank - 1
     args: dict[str, Arg] = {"out": Arg(out), "x": Arg(x), "cos": Arg(cos), "sin": Arg(sin),
                             "n": Arg(value=x.shape[-1])}
