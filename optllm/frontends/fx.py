@@ -21,29 +21,17 @@ import inspect
 import logging
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from optllm.frontends.common import FrontendError, Imported, graph_builder, scalar_dense
 from optllm.frontends.signature import Signature, tree_from_pytree
-from optllm.ir import Builder, Dense, DType, Graph, Module, TensorType, Value
+from optllm.ir import DType, TensorType, Value
 from optllm.ir.diagnostics import OptllmError
 from optllm.ir.symbolic import Dim, SymExpr, floordiv, mod, sym_max, sym_min
 
 log = logging.getLogger(__name__)
-
-
-class FrontendError(OptllmError):
-    """A model the frontend cannot import (unsupported ops, bad inputs, export failures)."""
-
-
-@dataclass
-class Imported:
-    """An imported model: the IR module (graph ``forward``) and its calling convention."""
-
-    module: Module
-    signature: Signature
 
 
 # Ops kept whole through run_decompositions (attr names under torch.ops.aten).
@@ -333,14 +321,6 @@ def _fold(args: list[Dim], fn: Any) -> Dim:
     return out
 
 
-def graph_builder(name: str) -> tuple[Module, Graph, Builder]:
-    module = Module(name)
-    graph = module.add_graph(Graph("forward"))
-    return module, graph, Builder.at_end(graph)
-
-
-def scalar_dense(value: Any, dtype: DType) -> Dense:
-    return Dense.from_array(np.asarray(value).astype(dtype.to_numpy()), dtype)
-
-
-__all__ = ["FrontendError", "Imported", "PRESERVE", "Signature", "TensorType", "Value", "import_torch"]
+# FrontendError, Imported, graph_builder and scalar_dense live in frontends.common; re-exported here.
+__all__ = ["FrontendError", "Imported", "PRESERVE", "Signature", "TensorType", "Value", "graph_builder",
+           "import_torch", "scalar_dense"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from optllm.frontends.fx import FrontendError, Imported
+from optllm.frontends.common import FrontendError, Imported
 from optllm.frontends.onnx.importer import import_onnx
 
 __all__ = ["Backend", "FrontendError", "Imported", "import_onnx"]

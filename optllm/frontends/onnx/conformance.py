@@ -173,7 +173,7 @@ def load_data_sets(case: Any) -> list[tuple[list[np.ndarray], list[np.ndarray]]]
 def run_case(case: Any, timeout: float = 30.0) -> CaseResult:
     """Run one node test case through our ``Backend`` and classify the outcome."""
     from optllm.backends.reference import ExecutionError
-    from optllm.frontends.fx import FrontendError
+    from optllm.frontends.common import FrontendError
     from optllm.frontends.onnx.backend import Backend
 
     op = case_op(case)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from optllm.frontends.fx import FrontendError
+from optllm.frontends.common import FrontendError
 from optllm.ir import Builder, Dense, DType, Module, Operation, TensorType, Value
 from optllm.ir.ops import Trait
 from optllm.ir.symbolic import Dim, SymExpr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from optllm.frontends.fx import FrontendError
+from optllm.frontends.common import FrontendError
 from optllm.ir.symbolic import Dim, SymExpr, floordiv, product
 
 BIG = 2**31  # ONNX writes "to the end" as INT64_MAX (or INT32_MAX)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from optllm.frontends.fx import FrontendError, Imported
+from optllm.frontends.common import FrontendError, Imported
 from optllm.frontends.onnx.context import ONNX_DTYPES, ConvertContext, onnx_dtype
 from optllm.frontends.onnx.registry import lookup
 from optllm.frontends.signature import TENSOR, Signature

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from optllm.frontends.fx import FrontendError
+from optllm.frontends.common import FrontendError
 from optllm.frontends.onnx.context import ConvertContext
 from optllm.frontends.onnx.registry import _TABLE as _REGISTERED
 from optllm.frontends.onnx.registry import OnnxConverter, converter

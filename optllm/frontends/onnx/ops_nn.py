@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from optllm.frontends.fx import FrontendError
+from optllm.frontends.common import FrontendError
 from optllm.frontends.onnx.context import ConvertContext
 from optllm.frontends.onnx.dims import norm_axis
 from optllm.frontends.onnx.registry import converter

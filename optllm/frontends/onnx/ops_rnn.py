@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from optllm.frontends.fx import FrontendError
+from optllm.frontends.common import FrontendError
 from optllm.frontends.onnx.context import ConvertContext
 from optllm.frontends.onnx.ops_math import like, onnx_op
 from optllm.ir import Value

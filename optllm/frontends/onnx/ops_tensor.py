@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from optllm.frontends.fx import FrontendError
+from optllm.frontends.common import FrontendError
 from optllm.frontends.onnx.context import ConvertContext, onnx_dtype
 from optllm.frontends.onnx.dims import broadcast, clamp_index, norm_axis, reshape_target
 from optllm.frontends.onnx.registry import converter
