@@ -187,22 +187,106 @@ def _call(fn: str, *args: Dim) -> Dim:
     return SymExpr((((SymCall(fn, tuple(args)),), 1),))
 
 
+def _mono_divides(small: Monomial, big: Monomial) -> Monomial | None:
+    """``big / small`` when ``small``'s atoms are a sub-multiset of ``big``'s, else None."""
+    rest = list(big)
+    for atom in small:
+        if atom not in rest:
+            return None
+        rest.remove(atom)
+    return tuple(rest)
+
+
+def _leading(d: Mapping[Monomial, int], order: Mapping[Atom, int]) -> Monomial:
+    """The leading monomial under graded lex order (degree first, then exponents in ``order``).
+
+    Any monomial order works for the division below; graded lex is one."""
+    def key(m: Monomial) -> tuple[int, tuple[int, ...]]:
+        exps = [0] * len(order)
+        for atom in m:
+            exps[order[atom]] += 1
+        return (len(m), tuple(exps))
+
+    return max(d, key=key)
+
+
+def exact_quotient(a: Dim, b: Dim) -> Dim | None:
+    """``q`` with ``a == q * b`` as polynomials over integers, or None when there is none.
+
+    Multivariate division by one polynomial: ``{b}`` is a Groebner basis of the ideal it
+    generates, so the division algorithm leaves remainder 0 exactly when ``b`` divides ``a``;
+    it stops at the first leading term that ``b``'s leading term does not divide (that term
+    would stay in the remainder). Opaque atoms (``floordiv(..)``, ``max(..)``) act as variables.
+    """
+    if b == 0:
+        return None
+    if isinstance(a, int) and isinstance(b, int):
+        return a // b if a % b == 0 else None
+    rem = dict(_as_dict(a))
+    div = _as_dict(b)
+    atoms = sorted({x for m in list(rem) + list(div) for x in m}, key=_atom_key)
+    order = {x: i for i, x in enumerate(atoms)}
+    lead_b = _leading(div, order)
+    coeff_b = div[lead_b]
+    quot: dict[Monomial, int] = {}
+    for _ in range(10_000):  # the leading monomial strictly decreases; the bound only guards bugs
+        if not rem:
+            return SymExpr._from_dict(quot)
+        lead = _leading(rem, order)
+        factor = _mono_divides(lead_b, lead)
+        if factor is None or rem[lead] % coeff_b:
+            return None
+        c = rem[lead] // coeff_b
+        quot[factor] = quot.get(factor, 0) + c
+        for m, k in div.items():
+            t = tuple(sorted(factor + m, key=_atom_key))
+            rem[t] = rem.get(t, 0) - c * k
+            if rem[t] == 0:
+                del rem[t]
+    return None
+
+
+def _split_multiple(a: SymExpr, b: int) -> tuple[Dim, int] | None:
+    """``(k, c)`` with ``a == b*k + c``, when every non-constant coefficient of ``a`` is a
+    multiple of ``b`` (then ``a // b == k + c // b`` and ``a % b == c % b`` for integer symbols)."""
+    d = a._dict()
+    c = d.pop((), 0)
+    if any(v % b for v in d.values()):
+        return None
+    return SymExpr._from_dict({m: v // b for m, v in d.items()}), c
+
+
 def floordiv(a: Dim, b: Dim) -> Dim:
-    """``a // b`` (floor), exact polynomial division when every coefficient divides."""
+    """``a // b`` (floor): exact when ``b`` divides ``a`` as a polynomial (``floordiv(B*S,B)``
+    is ``S``), or when ``b`` is a constant dividing every non-constant coefficient
+    (``floordiv(2*S+1,2)`` is ``S``); an opaque atom otherwise."""
     if isinstance(a, int) and isinstance(b, int):
         return a // b
-    if isinstance(b, int) and b != 0 and isinstance(a, SymExpr):
-        if all(c % b == 0 for _, c in a.terms):
-            return SymExpr._from_dict({m: c // b for m, c in a.terms})
     if b == 1:
         return a
+    if isinstance(b, int) and b != 0 and isinstance(a, SymExpr):
+        split = _split_multiple(a, b)
+        if split is not None:
+            return split[0] + split[1] // b  # type: ignore[operator]
+    if isinstance(b, SymExpr):
+        q = exact_quotient(a, b)
+        if q is not None:
+            return q
     return _call("floordiv", a, b)
 
 
 def mod(a: Dim, b: Dim) -> Dim:
+    """``a % b``: 0 when ``b`` divides ``a`` as a polynomial (``mod(B*S,S)`` is 0), the
+    constant's residue when a constant ``b`` divides every other coefficient."""
     if isinstance(a, int) and isinstance(b, int):
         return a % b
-    if isinstance(b, int) and b != 0 and isinstance(a, SymExpr) and all(c % b == 0 for _, c in a.terms):
+    if b == 1 or b == -1:
+        return 0
+    if isinstance(b, int) and b != 0 and isinstance(a, SymExpr):
+        split = _split_multiple(a, b)
+        if split is not None:
+            return split[1] % b
+    if isinstance(b, SymExpr) and exact_quotient(a, b) is not None:
         return 0
     return _call("mod", a, b)
 

@@ -56,3 +56,34 @@ def test_canonical_forms(a: Dim, b: Dim) -> None:
 def test_print_parse_round_trip(d: Dim) -> None:
     assert parse_dim(str(d)) == d
     assert str(parse_dim(str(d))) == str(d)
+
+
+# divisors that are sizes (never 0): products and sums of symbols with positive coefficients
+_DIVISORS: st.SearchStrategy[Dim] = st.recursive(
+    st.one_of(st.integers(1, 6), st.sampled_from(_SYMS).map(SymExpr.symbol)),
+    lambda c: st.one_of(st.tuples(c, c).map(lambda p: p[0] * p[1]), st.tuples(c, c).map(lambda p: p[0] + p[1])),
+    max_leaves=4)
+
+
+@given(dims, _DIVISORS)
+def test_exact_division_simplifies(a: Dim, b: Dim) -> None:
+    """``floordiv(a*b, b)`` is ``a`` and ``mod(a*b, b)`` is 0 whatever ``a`` and ``b`` are
+    (``floordiv(B*S,B)`` is ``S``, ``floordiv(B*S*4,4)`` is ``B*S``)."""
+    assert floordiv(a * b, b) == a
+    assert mod(a * b, b) == 0
+
+
+@given(dims, _DIVISORS, _ENV)
+def test_division_by_symbolic_sizes_agrees_with_integers(a: Dim, b: Dim, env: dict[str, int]) -> None:
+    x, y = evaluate(a, env), evaluate(b, env)
+    assert evaluate(floordiv(a, b), env) == x // y
+    assert evaluate(mod(a, b), env) == x % y
+    assert evaluate(floordiv(a * b + 3, b), env) == (x * y + 3) // y
+
+
+@given(dims, st.integers(1, 5), st.integers(-9, 9), _ENV)
+def test_constant_divisor_of_every_coefficient(a: Dim, k: int, c: int, env: dict[str, int]) -> None:
+    """``floordiv(k*a + c, k)`` is ``a + c // k`` and its ``mod`` is ``c % k`` exactly."""
+    assert floordiv(a * k + c, k) == a + c // k
+    assert mod(a * k + c, k) == c % k
+    assert evaluate(floordiv(a * k + c, k), env) == (evaluate(a, env) * k + c) // k
