@@ -482,7 +482,7 @@ class GatherElements(OpDef):
         n = x.shape[ax]
         if idx.size and (idx.min() < -n or idx.max() >= n):
             raise IndexError(f"core.gather_elements index out of range [{-n}, {n}) on axis {ax}")
-        if any(i > d for i, d in zip(idx.shape, x.shape)):
+        if any(i > d for a, (i, d) in enumerate(zip(idx.shape, x.shape)) if a != ax):  # any length along the axis
             raise IndexError(f"core.gather_elements indices {list(idx.shape)} exceed x {list(x.shape)} off the axis")
         window = tuple(slice(None) if d == ax else slice(0, idx.shape[d]) for d in range(x.ndim))
         return [np.take_along_axis(x[window], idx, axis=ax)]
