@@ -215,7 +215,8 @@ def _initializer_array(t: Any) -> np.ndarray:
 
     arr = numpy_helper.to_array(t)
     want = ONNX_DTYPES[t.data_type].to_numpy()
-    return np.ascontiguousarray(arr.astype(want, copy=False))
+    # np.ascontiguousarray makes a 0-D array 1-D: reshape keeps scalar initializers scalars
+    return np.ascontiguousarray(arr.astype(want, copy=False)).reshape(arr.shape)
 
 
 # -- dynamic dims ----------------------------------------------------------------------------------

@@ -17,12 +17,25 @@ Out = list[Value | None]
 
 @converter("MatMul", since=13)
 def _matmul(ctx: ConvertContext, node: Node) -> Out:
+    # numpy matmul: a 1-D left operand is a row [1,K] and a 1-D right one a column [K,1],
+    # the added dim dropped from the result; batch dims broadcast (core.matmul does that)
     a, b = ctx.need(node, 0), ctx.need(node, 1)
-    return [ctx.op("core.matmul", a, b)]
+    vec_a, vec_b = a.type.rank == 1, b.type.rank == 1
+    if vec_a:
+        a = ctx.op("core.reshape", a, shape=[1, a.type.shape[0]])
+    if vec_b:
+        b = ctx.op("core.reshape", b, shape=[b.type.shape[0], 1])
+    y = ctx.op("core.matmul", a, b)
+    if not vec_a and not vec_b:
+        return [y]
+    shape = list(y.type.shape)
+    drop = ([len(shape) - 2] if vec_a else []) + ([len(shape) - 1] if vec_b else [])
+    return [ctx.op("core.reshape", y, shape=[d for i, d in enumerate(shape) if i not in drop])]
 
 
 @converter("Gemm", since=13)
 def _gemm(ctx: ConvertContext, node: Node) -> Out:
+    # Y = alpha * A' @ B' + beta * C, where C broadcasts to [M, N] ([], [1], [N], [1,N], [M,1], [M,N])
     a, b, c = ctx.need(node, 0), ctx.need(node, 1), ctx.input(node, 2)
     alpha, beta = ctx.attr(node, "alpha", 1.0), ctx.attr(node, "beta", 1.0)
     if ctx.attr(node, "transA", 0):
@@ -33,7 +46,8 @@ def _gemm(ctx: ConvertContext, node: Node) -> Out:
         a = ctx.op("core.mul", a, ctx.scalar(alpha, dtype))
     if c is not None and beta != 1.0:
         c = ctx.op("core.mul", c, ctx.scalar(beta, dtype))
-    if c is not None and c.type.rank == 1:
+    n = b.type.shape[0] if trans_b else b.type.shape[1]
+    if c is not None and tuple(c.type.shape) == (n,):
         return [ctx.op("nn.linear", a, b, c, transpose_w=trans_b, bias=True)]
     y = ctx.op("nn.linear", a, b, transpose_w=trans_b)
     return [y if c is None else ctx.op("core.add", y, c)]

@@ -121,10 +121,9 @@ for _name, (_body, _sinces) in _REDUCTIONS.items():
 
 # -- arg reductions -------------------------------------------------------------------------------
 def _flip(ctx: ConvertContext, x: Value, axis: int) -> Value:
-    n = x.type.shape[axis]
-    if not isinstance(n, int):
-        raise FrontendError(f"reversing a symbolic dim ({n}) is not supported")
-    return ctx.op("core.gather", x, ctx.constant(np.arange(n - 1, -1, -1, dtype=np.int64)), axis=axis)
+    from optllm.frontends.onnx.ops_tensor import flip
+
+    return flip(ctx, x, axis)
 
 
 def _arg(which: str) -> OnnxConverter:

@@ -13,7 +13,7 @@ import numpy as np
 
 from optllm.frontends.common import FrontendError
 from optllm.frontends.onnx.context import ConvertContext, onnx_dtype
-from optllm.frontends.onnx.dims import broadcast, clamp_index, norm_axis, reshape_target
+from optllm.frontends.onnx.dims import BIG, broadcast, clamp_index, norm_axis, reshape_target
 from optllm.frontends.onnx.registry import converter
 from optllm.ir import DType, Value
 from optllm.ir.symbolic import Dim, SymExpr, product
@@ -181,6 +181,69 @@ def _split(ctx: ConvertContext, node: Node) -> Out:
 
 
 # -- slicing and indexing -------------------------------------------------------------------------------
+def slice_range(dim: int, start: int, end: int, step: int) -> range:
+    """The indices ONNX ``Slice`` takes from an axis of static size ``dim``: negative bounds
+    count from the end, then starts and ends are clamped to [0, dim] (step > 0) or start to
+    [0, dim-1] and end to [-1, dim-1] (step < 0), as the spec says (not as Python's slices)."""
+    start = start + dim if start < 0 else start
+    end = end + dim if end < 0 else end
+    if step > 0:
+        start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+    else:
+        start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+    return range(start, end, step)
+
+
+def flip(ctx: ConvertContext, x: Value, axis: int) -> Value:
+    """``x`` reversed along ``axis``: a gather of ``arange(n-1, -1, -1)`` (n may be symbolic)."""
+    n = x.type.shape[axis]
+    if isinstance(n, int):
+        idx = ctx.constant(np.arange(n - 1, -1, -1, dtype=np.int64))
+    else:
+        idx = ctx.op("core.arange", start=n - 1, end=-1, step=-1, dtype=DType.i64)
+    return ctx.op("core.gather", x, idx, axis=axis)
+
+
+def _slice_static(ctx: ConvertContext, x: Value, axis: int, start: int, end: int, step: int) -> Value:
+    dim = int(x.type.shape[axis])
+    r = slice_range(dim, start, end, step)
+    if step > 0:
+        if r.start == 0 and r.stop >= dim and step == 1:
+            return x
+        return ctx.op("core.slice", x, axis=axis, start=r.start, end=max(r.stop, r.start), step=step)
+    if len(r) == 0:
+        return ctx.op("core.slice", x, axis=axis, start=0, end=0, step=1)
+    # a backward window: the forward slice over the same elements, then reversed
+    first = r[-1]
+    fwd = x if (first == 0 and r.start == dim - 1 and step == -1) else \
+        ctx.op("core.slice", x, axis=axis, start=first, end=r.start + 1, step=-step)
+    return flip(ctx, fwd, axis)
+
+
+def _slice_symbolic(ctx: ConvertContext, x: Value, axis: int, s: Dim, e: Dim, step: int) -> Value:
+    """One axis of a Slice whose dim or bounds are symbolic (no clamping can be decided:
+    bounds must lie within the axis, as they do in exported models)."""
+    dim = x.type.shape[axis]
+    if step > 0:
+        lo = clamp_index(s, dim, step, False) if isinstance(s, int) else s
+        hi = clamp_index(e, dim, step, True) if isinstance(e, int) else e
+        if step == 1 and lo == 0 and hi == dim:
+            return x
+        if isinstance(dim, int) and (isinstance(lo, SymExpr) or isinstance(hi, SymExpr)):
+            # a symbolic window into a static dim (position tables sliced to the sequence):
+            # gather arange(lo, hi) so the result has the symbolic length, not min(dim, hi)
+            idx = ctx.op("core.arange", start=lo, end=hi, step=step, dtype=DType.i64)
+            return ctx.op("core.gather", x, idx, axis=axis)
+        return ctx.op("core.slice", x, axis=axis, start=lo, end=hi, step=step)
+    # step < 0: start at s (the last element when s is past the end), stop after e (-1: the front)
+    lo = dim - 1 if isinstance(s, int) and s >= BIG else (dim + s if isinstance(s, int) and s < 0 else s)
+    hi = -1 if isinstance(e, int) and e <= -BIG else (dim + e if isinstance(e, int) and e < 0 else e)
+    if step == -1 and lo == dim - 1 and hi == -1:
+        return flip(ctx, x, axis)
+    idx = ctx.op("core.arange", start=lo, end=hi, step=step, dtype=DType.i64)
+    return ctx.op("core.gather", x, idx, axis=axis)
+
+
 @converter("Slice", since=13)
 def _slice(ctx: ConvertContext, node: Node) -> Out:
     x = ctx.need(node, 0)
@@ -188,29 +251,32 @@ def _slice(ctx: ConvertContext, node: Node) -> Out:
     ends = ctx.dims(node, 2, "ends")
     axes = ctx.ints(node, 3, "axes") or list(range(len(starts)))
     steps = ctx.ints(node, 4, "steps") or [1] * len(starts)
+    if any(st == 0 for st in steps):
+        raise FrontendError("Slice steps must not be 0")
     known = ctx.shape_value(x)
     s0, e0 = starts[0], ends[0]
-    if known is not None and x.type.rank == 1 and axes in ([0], [-1]) and isinstance(s0, int) \
-            and isinstance(e0, int):
-        return [_dims_out(ctx, known[slice(s0, min(e0, 2**62), steps[0])], x)]
+    if known is not None and x.type.rank == 1 and len(axes) == 1 and isinstance(s0, int) and isinstance(e0, int):
+        return [_dims_out(ctx, [known[i] for i in slice_range(len(known), s0, e0, steps[0])], x)]
     out = x
     for axis, s, e, step in zip(axes, starts, ends, steps):
         axis = norm_axis(axis, x.type.rank)
-        dim = out.type.shape[axis]
-        lo = clamp_index(s, dim, step, False) if isinstance(s, int) else s
-        hi = clamp_index(e, dim, step, True) if isinstance(e, int) else e
-        if step == 1 and lo == 0 and hi == dim:
-            continue
-        if step < 0:
-            raise FrontendError("negative-step slices are not supported")
-        if isinstance(dim, int) and (isinstance(lo, SymExpr) or isinstance(hi, SymExpr)):
-            # a symbolic window into a static dim (position tables sliced to the sequence):
-            # gather arange(lo, hi) so the result has the symbolic length, not min(dim, hi)
-            idx = ctx.op("core.arange", start=lo, end=hi, step=step, dtype=DType.i64)
-            out = ctx.op("core.gather", out, idx, axis=axis)
-            continue
-        out = ctx.op("core.slice", out, axis=axis, start=lo, end=hi, step=step)
+        if isinstance(out.type.shape[axis], int) and isinstance(s, int) and isinstance(e, int):
+            out = _slice_static(ctx, out, axis, s, e, step)
+        else:
+            out = _slice_symbolic(ctx, out, axis, s, e, step)
     return [out]
+
+
+def normalized_indices(ctx: ConvertContext, idx: Value, n: Dim) -> Value:
+    """``where(idx < 0, idx + n, idx)``: ONNX indices count from the end when negative, IR
+    gathers (and the cpu kernels) read them as offsets."""
+    c = ctx.const_value(idx)
+    if c is not None and isinstance(n, int):
+        return ctx.constant(np.where(c < 0, c + n, c).astype(c.dtype))
+    dt = idx.type.dtype
+    size = ctx.scalar(n, dt) if isinstance(n, int) else ctx.cast(ctx.shape_tensor([n], scalar=True), dt)
+    neg = ctx.op("core.lt", idx, ctx.scalar(0, dt))
+    return ctx.op("core.where", neg, ctx.op("core.add", idx, size), idx)
 
 
 @converter("Gather", since=13)
@@ -220,7 +286,7 @@ def _gather(ctx: ConvertContext, node: Node) -> Out:
     axis = norm_axis(ctx.attr(node, "axis", 0), x.type.rank)
     known = ctx.shape_value(x)
     ci = ctx.const_value(idx)
-    if known is not None and ci is not None and x.type.rank == 1:
+    if known is not None and ci is not None and x.type.rank == 1 and ci.ndim <= 1:
         picked = [known[int(i)] for i in ci.reshape(-1)]
         return [_dims_out(ctx, picked, x, scalar=ci.ndim == 0)]
     dim = x.type.shape[axis]
@@ -233,6 +299,7 @@ def _gather(ctx: ConvertContext, node: Node) -> Out:
         return [reshape(ctx, out, shape)]
     if idx.type.dtype not in (DType.i64, DType.i32):
         idx = ctx.cast(idx, DType.i64)
+    idx = normalized_indices(ctx, idx, dim)
     if axis == 0 and x.type.rank == 2 and ctx.const_value(x) is not None:
         return [ctx.op("nn.embedding", x, idx)]
     return [ctx.op("core.gather", x, idx, axis=axis)]
