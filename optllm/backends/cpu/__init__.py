@@ -20,6 +20,9 @@ import numpy as np
 
 from optllm.backends.cpu import lower_core as _lower_core  # noqa: F401  (registers the core handlers)
 from optllm.backends.cpu import lower_nn as _lower_nn  # noqa: F401  (registers the nn handlers)
+from optllm.backends.cpu import lower_einsum as _lower_einsum  # noqa: F401  (core.einsum)
+from optllm.backends.cpu import lower_index as _lower_index  # noqa: F401  (gathers, scatters, triangle)
+from optllm.backends.cpu import lower_scan as _lower_scan  # noqa: F401  (cumsum/cumprod, argmax, topk)
 from optllm.backends.cpu.lower import CpuLoweringError, Lowering
 from optllm.backends.kernels.llvm.jit import compile_kernels
 from optllm.backends.kernels.llvm.runtime import get_num_threads

@@ -124,6 +124,7 @@ class KIRError(ValueError):
 UNARY_OPS = frozenset({
     "neg", "abs", "exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sigmoid", "sin", "cos",
     "floor", "ceil", "round", "reciprocal", "not", "sign", "isnan", "isinf",
+    "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh",
 })
 """Unary ops. ``round`` is half-to-even; ``not`` is logical on BOOL, bitwise on ints;
 ``isnan``/``isinf`` yield BOOL."""

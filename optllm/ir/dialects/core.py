@@ -720,6 +720,7 @@ class Einsum(OpDef):
     name = "core.einsum"
     operands = ("*xs",)
     attrs = {"equation": attr(AttrKind.STR)}
+    subscripts = staticmethod(_einsum_parse)  # (equation, operand ranks) -> (operand subscripts, output)
 
     def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
         dt = same_dtype(types, "core.einsum operands")

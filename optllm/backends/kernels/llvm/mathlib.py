@@ -47,7 +47,8 @@ from typing import TypeAlias
 
 import llvmlite.ir as ir
 
-FUNCTIONS = frozenset({"exp", "log", "tanh", "erf", "sigmoid", "sin", "cos"})
+FUNCTIONS = frozenset({"exp", "log", "tanh", "erf", "sigmoid", "sin", "cos", "tan", "asin", "acos", "atan",
+                       "sinh", "cosh", "asinh", "acosh", "atanh"})
 
 _F32, _F64 = ir.FloatType(), ir.DoubleType()
 
@@ -321,7 +322,155 @@ def _sincos(m: _M, x: ir.Value, shift: int) -> ir.Value:
     return y if m.f64 else b.fptrunc(y, _F32)
 
 
+# --- tan, the inverse and hyperbolic functions (evaluated in f64) -------------------------------
+# Each is built from the f64 exp/log/sqrt above and fdlibm's atan kernel; for f32 operands the
+# f64 result is rounded once, so the f32 functions are within about one f32 ulp everywhere.
+
+
+def _in_f64(m: _M, x: ir.Value, body: Callable[[_M, ir.Value], ir.Value]) -> ir.Value:
+    """``body`` evaluated in f64 (``x`` widened first, the result narrowed back)."""
+    if m.f64:
+        return body(m, x)
+    d = _M(m.module, m.b, _F64)
+    return m.b.fptrunc(body(d, m.b.fpext(x, _F64)), _F32)
+
+
+def _tan(d: _M, x: ir.Value) -> ir.Value:
+    """sin(r)/cos(r) or -cos(r)/sin(r) by the parity of the quadrant (the reduction of ``_sincos``)."""
+    b = d.b
+    finite = d.cmp("<", d.abs(x), math.inf)
+    xs = d.sel(finite, x, 0.0)
+    n = d.intrinsic("roundeven", d.mul(xs, 2.0 / math.pi))
+    r = d.fma(n, -_PIO2_1, xs)
+    r = d.fma(n, -_PIO2_2, r)
+    r = d.fma(n, -_PIO2_3, r)
+    z = d.mul(r, r)
+    s = d.fma(d.mul(z, r), d.poly(z, _SIN), r)
+    hz = d.mul(z, 0.5)
+    w = d.sub(1.0, hz)
+    c = d.add(w, d.fma(d.mul(z, z), d.poly(z, _COS), d.sub(d.sub(1.0, w), hz)))
+    odd = d.cmp("!=", d.sub(n, d.mul(d.intrinsic("floor", d.mul(n, 0.5)), 2.0)), 0.0)
+    y = d.sel(odd, b.fneg(d.div(c, s)), d.div(s, c))
+    y = d.sel(d.cmp("==", x, 0.0), x, y)  # tan(-0) = -0
+    y = d.sel(finite, y, math.nan)
+    return d.sel(d.isnan(x), x, y)
+
+
+_ATAN_HI = (4.63647609000806093515e-01, 7.85398163397448278999e-01, 9.82793723247329054082e-01,
+            1.57079632679489655800e00)
+_ATAN_LO = (2.26987774529616870924e-17, 3.06161699786838301793e-17, 1.39033110312309984516e-17,
+            6.12323399573676603587e-17)
+_AT_ODD = (1.62858201153657823623e-02, 4.97687799461593236017e-02, 6.66107313738753120669e-02,
+           9.09088713343650656196e-02, 1.42857142725034663711e-01, 3.33333333333329318027e-01)  # aT10 .. aT0
+_AT_EVEN = (-3.65315727442169155270e-02, -5.83357013379057348645e-02, -7.69187620504482999495e-02,
+            -1.11111104054623557880e-01, -1.99999999998764832476e-01)  # aT9 .. aT1
+
+
+def _atan(d: _M, x: ir.Value) -> ir.Value:
+    """fdlibm ``atan``: |x| reduced against atan(1/2), atan(1), atan(3/2) or pi/2 (chosen by
+    selects, so it vectorises), then an odd polynomial of degree 23."""
+    a = d.abs(x)
+    r0 = a
+    r1 = d.div(d.sub(d.mul(a, 2.0), 1.0), d.add(a, 2.0))
+    r2 = d.div(d.sub(a, 1.0), d.add(a, 1.0))
+    r3 = d.div(d.sub(a, 1.5), d.fma(a, 1.5, 1.0))
+    r4 = d.div(-1.0, a)
+    band = [d.cmp("<", a, 0.4375), d.cmp("<", a, 0.6875), d.cmp("<", a, 1.1875), d.cmp("<", a, 2.4375)]
+
+    def pick(vals: Sequence[Num]) -> ir.Value:
+        out = d.k(vals[4])
+        for k in (3, 2, 1, 0):
+            out = d.sel(band[k], vals[k], out)
+        return out
+
+    r = pick([r0, r1, r2, r3, r4])
+    z = d.mul(r, r)
+    w = d.mul(z, z)
+    s1 = d.mul(z, d.poly(w, _AT_ODD))
+    s2 = d.mul(w, d.poly(w, _AT_EVEN))
+    t = d.mul(r, d.add(s1, s2))
+    small = d.sub(r, t)
+    hi = pick([0.0, *_ATAN_HI])
+    lo = pick([0.0, *_ATAN_LO])
+    big = d.sub(hi, d.sub(d.sub(t, lo), r))
+    y = d.copysign(d.sel(band[0], small, big), x)
+    return d.sel(d.isnan(x), x, y)
+
+
+def _log1p(d: _M, u: ir.Value) -> ir.Value:
+    """log(1 + u) to a few ulp (Goldberg: log(w) * u / (w - 1) with w = 1 + u rounded)."""
+    w = d.add(u, 1.0)
+    y = d.mul(_log(d, w), d.div(u, d.sub(w, 1.0)))
+    y = d.sel(d.cmp("==", w, 1.0), u, y)
+    return d.sel(d.cmp("==", u, math.inf), u, y)
+
+
+_LN2 = math.log(2.0)
+_HUGE = 1e150  # past this x*x would overflow: log(2x) = log(x) + ln 2 is exact to rounding
+
+
+def _asin(d: _M, x: ir.Value) -> ir.Value:
+    # asin x = atan(x / sqrt((1 - x)(1 + x))); |x| = 1 -> atan(+-inf) = +-pi/2; |x| > 1 -> nan
+    return _atan(d, d.div(x, d.intrinsic("sqrt", d.mul(d.sub(1.0, x), d.add(1.0, x)))))
+
+
+def _acos(d: _M, x: ir.Value) -> ir.Value:
+    # acos x = 2 atan(sqrt((1 - x) / (1 + x))); x = -1 -> 2 atan(inf) = pi
+    return d.mul(2.0, _atan(d, d.intrinsic("sqrt", d.div(d.sub(1.0, x), d.add(1.0, x)))))
+
+
+# sinh a = sum a^(2n+1) / (2n+1)!, n <= 10: exact to rounding for |a| < 1 (no cancellation)
+_SINH_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(21, 2, -2))
+
+
+def _sinh(d: _M, x: ir.Value) -> ir.Value:
+    a = d.abs(x)
+    small = d.fma(d.mul(a, d.mul(a, a)), d.poly(d.mul(a, a), _SINH_TAYLOR), a)
+    e = _exp(d, a)
+    mid = d.mul(d.sub(e, d.div(1.0, e)), 0.5)
+    h = _exp(d, d.mul(a, 0.5))  # exp(a) overflows before sinh(a): (h / 2) * h
+    big = d.mul(d.mul(h, 0.5), h)
+    y = d.sel(d.cmp("<", a, 1.0), small, d.sel(d.cmp("<", a, 22.0), mid, big))
+    return d.sel(d.isnan(x), x, d.copysign(y, x))
+
+
+def _cosh(d: _M, x: ir.Value) -> ir.Value:
+    a = d.abs(x)
+    e = _exp(d, a)
+    mid = d.mul(d.add(e, d.div(1.0, e)), 0.5)
+    h = _exp(d, d.mul(a, 0.5))
+    y = d.sel(d.cmp("<", a, 22.0), mid, d.mul(d.mul(h, 0.5), h))
+    return d.sel(d.isnan(x), x, y)
+
+
+def _asinh(d: _M, x: ir.Value) -> ir.Value:
+    # asinh a = log1p(a + a^2 / (1 + sqrt(1 + a^2))): no cancellation near 0
+    a = d.abs(x)
+    a2 = d.mul(a, a)
+    y = _log1p(d, d.add(a, d.div(a2, d.add(1.0, d.intrinsic("sqrt", d.add(1.0, a2))))))
+    y = d.sel(d.cmp(">", a, _HUGE), d.add(_log(d, a), _LN2), y)
+    return d.sel(d.isnan(x), x, d.copysign(y, x))
+
+
+def _acosh(d: _M, x: ir.Value) -> ir.Value:
+    # acosh x = log1p(t + sqrt(t (t + 2))), t = x - 1 (exact near 1); x < 1 -> nan
+    t = d.sub(x, 1.0)
+    y = _log1p(d, d.add(t, d.intrinsic("sqrt", d.mul(t, d.add(t, 2.0)))))
+    y = d.sel(d.cmp(">", x, _HUGE), d.add(_log(d, x), _LN2), y)
+    return d.sel(d.cmp("<", x, 1.0), math.nan, y)
+
+
+def _atanh(d: _M, x: ir.Value) -> ir.Value:
+    # atanh a = log1p(2a / (1 - a)) / 2; a = 1 -> inf; a > 1 -> log1p(< -1) = nan
+    a = d.abs(x)
+    y = d.mul(_log1p(d, d.div(d.mul(a, 2.0), d.sub(1.0, a))), 0.5)
+    return d.sel(d.isnan(x), x, d.copysign(y, x))
+
+
 _BODIES: dict[str, Callable[[_M, ir.Value], ir.Value]] = {
     "exp": _exp, "log": _log, "tanh": _tanh, "sigmoid": _sigmoid, "erf": _erf,
     "sin": lambda m, x: _sincos(m, x, 0), "cos": lambda m, x: _sincos(m, x, 1),
+    **{name: (lambda fn: lambda m, x: _in_f64(m, x, fn))(fn) for name, fn in (
+        ("tan", _tan), ("asin", _asin), ("acos", _acos), ("atan", _atan), ("sinh", _sinh), ("cosh", _cosh),
+        ("asinh", _asinh), ("acosh", _acosh), ("atanh", _atanh))},
 }

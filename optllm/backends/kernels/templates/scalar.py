@@ -84,7 +84,8 @@ def _cast(a: Sequence[Expr], attrs: Mapping[str, Any], t: ScalarType) -> Expr:
 RULES: dict[str, Rule] = {
     **{f"core.{n}": _unary(n) for n in ("neg", "abs", "exp", "log", "sqrt", "rsqrt", "reciprocal",
                                         "tanh", "erf", "sigmoid", "sin", "cos", "floor", "ceil",
-                                        "round", "not")},
+                                        "round", "not", "tan", "asin", "acos", "atan", "sinh", "cosh",
+                                        "asinh", "acosh", "atanh")},
     **{f"core.{n}": _binary(n) for n in ("add", "sub", "mul", "div", "floordiv", "mod", "pow",
                                          "max", "min", "and", "or", "xor", "eq", "ne", "lt", "le",
                                          "gt", "ge")},

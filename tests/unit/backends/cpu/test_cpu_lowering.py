@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +14,8 @@ import pytest
 from optllm.backends import build
 from optllm.backends.cpu import CpuExecutable, CpuLoweringError
 from optllm.backends.reference import InputError, run_module
-from optllm.ir import Module, parse_module
+from optllm.ir import Module, TensorType, parse_module
+from optllm.ir.ops import OpDef, Operation
 from optllm.runtime.executor import RuntimeFault
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -167,12 +170,28 @@ def test_outputs_that_alias_inputs_or_each_other_are_private_copies() -> None:
     np.testing.assert_array_equal(outs[2], -keep.T)
 
 
+class _Unlowered(OpDef):
+    """An op kind no backend lowers (declared here, never registered: the registry stays the
+    built-in one)."""
+
+    name = "test.unlowered"
+    operands = ("x",)
+
+    def infer(self, types: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
+        return [types[0]]
+
+
 def test_unsupported_op_fails_at_build_time_naming_it() -> None:
     m = _module("""\
-        %0 = core.cumsum %x {axis = 1} : f32[B,S]
+        %0 = core.neg %x : f32[B,S]
         return %0
         """, "%x: f32[B,S]", "f32[B,S]")
-    with pytest.raises(CpuLoweringError, match=r"no kernel for core.cumsum.*\n.*%0 = core.cumsum"):
+    neg = next(iter(m.main))
+    odd = Operation(_Unlowered(), [m.main.inputs[0]], [neg.results[0].type], loc="user.layer")
+    m.main.insert_before(neg, odd)
+    neg.results[0].replace_all_uses_with(odd.results[0])
+    m.main.erase(neg)
+    with pytest.raises(CpuLoweringError, match=r"no kernel for test.unlowered.*\n.*test.unlowered"):
         CpuExecutable(m)
 
 
