@@ -6,9 +6,12 @@
 A case *passes* when every data set matches the expected outputs the way onnx's own runner
 checks them (``Runner.assert_similar_outputs``: same shape and dtype, then
 ``assert_allclose(rtol, atol)`` with the case's tolerances, 1e-3 / 1e-7 by default). It
-*fails* on wrong numbers (the detail gives the largest error) or on a crash while running,
-and is *skipped* when our frontend refuses the model (unsupported op or dtype) or the data
-are not plain tensors (sequences, optionals).
+*fails* on wrong numbers (the detail gives the largest error), on a crash while running, and
+on an import error when the frontend claims every op of the model (each has a converter at
+the model's opset) and every element type: a converter that refuses or breaks on a case of
+its own op is a failure, not a skip. A case is *skipped* only when the model holds an op
+without a converter or an element type optllm lacks, or the data are not plain tensors
+(sequences, optionals).
 """
 
 from __future__ import annotations
@@ -189,7 +192,10 @@ def run_case(case: Any, timeout: float = 30.0) -> CaseResult:
                 if why:
                     return CaseResult(case.name, op, FAIL, why)
     except FrontendError as e:
-        return CaseResult(case.name, op, SKIP, _first_line(e))
+        unclaimed = unclaimed_reason(case.model)
+        if unclaimed is not None:
+            return CaseResult(case.name, op, SKIP, unclaimed)
+        return CaseResult(case.name, op, FAIL, f"converter: {_first_line(e)}")
     except CaseTimeout as e:
         return CaseResult(case.name, op, FAIL, f"timeout: {e}")
     except ExecutionError as e:
@@ -197,6 +203,34 @@ def run_case(case: Any, timeout: float = 30.0) -> CaseResult:
     except Exception as e:  # a converter bug: report it as a failure with its type
         return CaseResult(case.name, op, FAIL, f"crash: {type(e).__name__}: {_first_line(e)}")
     return CaseResult(case.name, op, PASS)
+
+
+def unclaimed_reason(model: Any) -> str | None:
+    """Why the frontend does not claim ``model`` (an op without a converter at the model's
+    opset, an element type with no optllm equivalent), or None when it claims all of it."""
+    from optllm.frontends.onnx.context import ONNX_DTYPES
+    from optllm.frontends.onnx.registry import lookup
+
+    opsets = {o.domain or "": int(o.version) for o in model.opset_import}
+    default = opsets.get("", opsets.get("ai.onnx", 0))
+    for node in model.graph.node:
+        opset = default if node.domain in ("", "ai.onnx") else opsets.get(node.domain, 1)
+        if lookup(node.op_type, node.domain, opset) is None:
+            return f"no converter for {node.domain or 'ai.onnx'}::{node.op_type} at opset {opset}"
+    g = model.graph
+    types = [t.data_type for t in g.initializer] + [
+        vi.type.tensor_type.elem_type for vi in [*g.input, *g.output] if vi.type.HasField("tensor_type")]
+    for node in g.node:
+        for a in node.attribute:
+            if a.name in ("to", "dtype", "output_dtype") and a.type == a.INT:
+                types.append(a.i)
+    missing = sorted({t for t in types if t and t not in ONNX_DTYPES})
+    if missing:
+        import onnx
+
+        names = [onnx.TensorProto.DataType.Name(t) for t in missing]
+        return f"element type(s) {', '.join(names)} have no optllm equivalent"
+    return None
 
 
 def _first_line(e: BaseException) -> str:

@@ -110,8 +110,13 @@ _register_table()
 
 @converter("Pow", since=7)
 def _pow(ctx: ConvertContext, node: Node) -> Out:
+    # the result has X's type; Y may be of another numeric type. Integer powers are computed
+    # in f64 (exact below 2**53) and truncated back, as onnxruntime casts std::pow's result.
     x, y = ctx.need(node, 0), ctx.need(node, 1)
-    return [ctx.op("core.pow", x, ctx.cast(y, x.type.dtype))]
+    if x.type.dtype.is_float:
+        return [ctx.op("core.pow", x, ctx.cast(y, x.type.dtype))]
+    wide = ctx.op("core.pow", ctx.cast(x, DType.f64), ctx.cast(y, DType.f64))
+    return [ctx.cast(wide, x.type.dtype)]
 
 
 def _variadic(ctx: ConvertContext, node: Node, name: str) -> Out:
@@ -148,5 +153,3 @@ def _clip(ctx: ConvertContext, node: Node) -> Out:
         x = ctx.op("core.min", x, ctx.cast(hi, x.type.dtype))
     return [x]
 
-
-__all__ = ["DType"]

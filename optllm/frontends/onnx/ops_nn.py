@@ -9,7 +9,7 @@ from optllm.frontends.common import FrontendError
 from optllm.frontends.onnx.context import ConvertContext
 from optllm.frontends.onnx.dims import norm_axis
 from optllm.frontends.onnx.registry import converter
-from optllm.ir import Value
+from optllm.ir import DType, Value
 
 Node = Any
 Out = list[Value | None]
@@ -102,7 +102,26 @@ def _reduce(ctx: ConvertContext, node: Node, name: str) -> Out:
             return [x]
         axes = list(range(x.type.rank))
     norm = sorted({norm_axis(a, x.type.rank) for a in axes})
+    if name in _EMPTY_IDENTITY and any(x.type.shape[a] == 0 for a in norm):
+        # max/min over an empty set is the identity (-inf / +inf, the type's extremes)
+        shape = [1 if i in norm else d for i, d in enumerate(x.type.shape)] if keep else \
+            [d for i, d in enumerate(x.type.shape) if i not in norm]
+        return [ctx.op("core.full", shape=shape, value=_EMPTY_IDENTITY[name](x.type.dtype), dtype=x.type.dtype)]
     return [ctx.op(name, x, axes=norm, keepdim=keep)]
+
+
+def _extreme(dtype: DType, high: bool) -> float:
+    import numpy as np
+
+    if dtype is DType.bool:
+        return float(high)
+    if dtype.is_float:
+        return float("inf") if high else float("-inf")
+    info = np.iinfo(dtype.to_numpy())
+    return float(info.max if high else info.min)
+
+
+_EMPTY_IDENTITY = {"core.reduce_max": lambda dt: _extreme(dt, False), "core.reduce_min": lambda dt: _extreme(dt, True)}
 
 
 def _register_reductions() -> None:
