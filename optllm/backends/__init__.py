@@ -14,7 +14,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from optllm.ir.diagnostics import OptllmError
+from optllm.backends.support import Support, reference_supports
 from optllm.ir.graph import Module
+from optllm.ir.ops import Operation
 
 
 class TargetError(OptllmError):
@@ -28,6 +30,10 @@ class Target:
     arch: str = ""  # e.g. "sm_80" for a100
     implemented: bool = False
     doc: str = ""
+
+    def supports(self, op: str | Operation) -> Support:
+        """Whether this target runs ``op``; false with the reason when not."""
+        return supports(self, op)
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
@@ -47,6 +53,20 @@ def resolve_target(name: str) -> Target:
         valid = ", ".join(f"{t.name} ({t.doc})" for t in TARGETS.values())
         raise TargetError(f"unknown target '{name}'; valid targets: {valid}")
     return TARGETS[name]
+
+
+def supports(target: str | Target, op: str | Operation) -> Support:
+    """Whether ``target`` runs ``op`` (an op name or an operation), with the reason when not
+    (see ``optllm.backends.support``)."""
+    t = resolve_target(target) if isinstance(target, str) else target
+    if t.backend == "reference":
+        return reference_supports(op)
+    if t.backend == "cpu":
+        import optllm.backends.cpu  # noqa: F401  (imports every lowering module: the table is complete)
+        from optllm.backends.cpu.lower import supports as cpu_supports
+
+        return cpu_supports(op)
+    return Support(False, f"target '{t.name}' needs {_PLANNED[t.backend]}, which is not implemented yet")
 
 
 class Executable(Protocol):

@@ -28,10 +28,12 @@ import numpy as np
 from optllm.backends.kernels.kir import I64, Binary, Cast, Const, Expr, Kernel, ScalarType
 from optllm.backends.kernels.templates.elementwise import ElementContext, Operand, Table, elementwise_kernel
 from optllm.backends.kernels.templates.gemm import gemm_blocks, linear_kernel
+from optllm.backends.kernels.templates.scalar import RULES as SCALAR_RULES
 from optllm.backends.kernels.templates.scalar import scalar_rule
+from optllm.backends.support import Support
 from optllm.ir.diagnostics import OptllmError
 from optllm.ir.graph import Graph, Module
-from optllm.ir.ops import Operation, Trait
+from optllm.ir.ops import Operation, Trait, get_opdef
 from optllm.ir.printer import print_op_line
 from optllm.ir.values import Value
 from optllm.runtime.program import Arg, Program, Step, Storage
@@ -88,12 +90,10 @@ class Lowering:
                 s.kind, s.array, s.nbytes = "unused", None, 0
 
     def lower_op(self, op: Operation) -> None:
-        handler = _HANDLERS.get(op.name)
-        if handler is None:
-            if op.opdef is not None and Trait.ELEMENTWISE in op.opdef.traits:
-                handler = Lowering._elementwise_op
-            else:
-                raise CpuLoweringError(f"the cpu target has no kernel for {op.name} yet\n  at {_op_text(op)}")
+        support = supports(op)
+        if not support:
+            raise CpuLoweringError(f"{support.reason}\n  at {_op_text(op)}")
+        handler = _HANDLERS.get(op.name, Lowering._elementwise_op)
         try:
             handler(self, op)
         except CpuLoweringError:
@@ -248,24 +248,47 @@ class Lowering:
 
     def _lower_region_body(self, op: Operation, body: Graph, results: Sequence[Value], outs: Sequence[View]) -> None:
         """The body ops computing ``results`` as one elementwise kernel over ``outs[0]``'s shape.
-        Gathers (nn.embedding, core.gather) read their table argument at their ids argument."""
+
+        Gathers (nn.embedding, core.gather) read their table at their ids. Either may be any
+        body value: a region argument is read in place, a non-uniform ``core.constant`` from its
+        weight storage, and a value the body computes is first computed into a buffer of its own
+        shape by an elementwise kernel of the ops it needs (the gather reads it at computed
+        indices, which the one loop nest over the output cannot evaluate in place). A
+        non-uniform constant read by elementwise body ops is an input read through broadcast
+        strides, like an argument."""
         out_shape = outs[0].shape
         arg_views = [self.view(x) for x in op.operands]
         inputs: list[View] = []
         extra: list[tuple[View, tuple[int, ...]]] = []
         tables: list[View] = []
         plan: list[tuple[str, Any]] = []  # how each body op is evaluated
+        computed: dict[int, View] = {}  # body values materialised for a gather
 
-        def operand_index(v: Value, strides: tuple[int, ...] | None = None) -> int:
-            if not v.is_arg:
-                raise CpuLoweringError(f"a gather inside a fused region must read its ids and table "
-                                       f"from region arguments\n  at {_op_text(op)}")
-            av = arg_views[v.index]
+        def add_input(av: View, strides: tuple[int, ...] | None = None) -> int:
             if strides is None:
                 inputs.append(av)
                 return len(inputs) - 1
             extra.append((av, strides))
             return -len(extra)
+
+        def source(v: Value) -> View:
+            """A view holding all of ``v`` (the table or the ids of a gather)."""
+            if v.is_arg:
+                return arg_views[v.index]
+            if id(v) not in computed:
+                owner = v.owner
+                assert owner is not None
+                if owner.name == "core.constant":
+                    computed[id(v)] = _constant_view(self, owner)
+                else:
+                    shape = self.shape(v)
+                    dt = v.type.dtype.to_numpy()
+                    s = self.program.new_storage("arena", int(np.prod(shape, dtype=np.int64)) * dt.itemsize,
+                                                 what="region gather operand")
+                    view = View(s.id, 0, shape, contiguous_strides(shape), dt)
+                    self._lower_region_body(op, body, [v], [view if shape else View(s.id, 0, (1,), (1,), dt)])
+                    computed[id(v)] = view
+            return computed[id(v)]
 
         needed: set[int] = set()
         stack = [r for r in results if not r.is_arg]
@@ -273,6 +296,8 @@ class Lowering:
             o = stack.pop().owner
             if o is not None and id(o) not in needed:
                 needed.add(id(o))
+                if o.name in ("nn.embedding", "core.gather"):
+                    continue  # its operands are read through source(), not evaluated in this nest
                 stack.extend(x for x in o.operands if not x.is_arg)
         for bop in body:
             if id(bop) not in needed:
@@ -280,19 +305,13 @@ class Lowering:
             if bop.name in ("nn.embedding", "core.gather"):
                 table, ids = bop.operands
                 axis = 0 if bop.name == "nn.embedding" else bop.attrs["axis"] % table.type.rank
-                tv = arg_views[table.index] if table.is_arg else None
-                if tv is None:
-                    raise CpuLoweringError(f"a gather inside a fused region must read its table from a "
-                                           f"region argument\n  at {_op_text(op)}")
+                tv = source(table)
                 gshape = self.shape(bop.results[0])
-                if not ids.is_arg:
-                    raise CpuLoweringError(f"a gather inside a fused region must read its ids from a region "
-                                           f"argument\n  at {_op_text(op)}")
-                iv = arg_views[ids.index]
+                iv = source(ids)
                 ids_rank = len(self.shape(ids))
-                gstrides = [0] * axis + list(iv.strides) + [0] * (len(gshape) - axis - ids_rank)
+                gstrides = [0] * axis + list(iv.strides[:ids_rank]) + [0] * (len(gshape) - axis - ids_rank)
                 pseudo = View(iv.storage, iv.offset, gshape, tuple(gstrides), iv.dtype)
-                ids_slot = operand_index(ids, broadcast_strides(pseudo, out_shape))
+                ids_slot = add_input(iv, broadcast_strides(pseudo, out_shape))
                 tables.append(tv)
                 lead = len(out_shape) - len(gshape)
                 plan.append(("gather", (bop, len(tables) - 1, ids_slot, axis, ids_rank, lead)))
@@ -300,10 +319,13 @@ class Lowering:
                 plan.append(("ew", bop))
         loaded: dict[int, int] = {}
         for bop_kind, item in plan:
-            if bop_kind == "ew":
-                for x in item.operands:
-                    if x.is_arg and id(x) not in loaded:
-                        loaded[id(x)] = operand_index(x)
+            if bop_kind != "ew":
+                continue
+            if item.name == "core.constant" and not _is_uniform(item):
+                loaded[id(item.results[0])] = add_input(_constant_view(self, item))
+            for x in item.operands:
+                if x.is_arg and id(x) not in loaded:
+                    loaded[id(x)] = add_input(arg_views[x.index])
 
         def build(ctx: ElementContext) -> list[Expr]:
             vals: dict[int, Expr] = {}
@@ -328,6 +350,8 @@ class Lowering:
                         else:
                             idx.append(ctx.index(lead + d - 1 + ids_rank))
                     vals[id(bop.results[0])] = ctx.let(ctx.gather(t, idx))
+                elif id(item.results[0]) in vals:  # a non-uniform constant, loaded above
+                    continue
                 elif item.name in ("core.constant", "core.full"):  # a scalar splat inside the body
                     t_out = ScalarType.of(item.results[0].type.dtype)
                     vals[id(item.results[0])] = _scalar_const(_splat_value(item), t_out)
@@ -360,15 +384,64 @@ def handler(*names: str) -> Callable[[Callable[[Lowering, Operation], None]], Ca
 
 handler("fused.region")(Lowering._region)
 
+REGION_KINDS = ("elementwise", "norm")
+"""The ``fused.region`` kinds the cpu target has a template for."""
+
+
+def supports(op: str | Operation) -> Support:
+    """Whether the cpu target lowers ``op`` (an op name, or an operation: then a region's kind
+    and body ops are checked too), derived from the handler table and the scalar rules of the
+    elementwise ops; the reason names what is missing. Complete once ``optllm.backends.cpu``
+    (which imports every ``lower_*`` module) is imported."""
+    name = op if isinstance(op, str) else op.name
+    if name not in _HANDLERS:
+        try:
+            opdef = op.opdef if isinstance(op, Operation) else get_opdef(name)
+        except KeyError as e:
+            return Support(False, str(e.args[0]))
+        if Trait.ELEMENTWISE not in opdef.traits:
+            return Support(False, f"the cpu target has no kernel for {name} yet")
+        if name not in SCALAR_RULES:
+            return Support(False, f"the cpu target has no scalar kernel rule for the elementwise op {name} yet")
+    if isinstance(op, Operation) and op.regions:
+        kind = op.attrs.get("kind", "generic")
+        if kind not in REGION_KINDS:
+            return Support(False, f"fused.region kind={kind!r} has no cpu template yet")
+        for bop in op.regions[0]:
+            if bop.name in ("nn.embedding", "core.gather", "core.constant", "core.full"):
+                continue
+            inner = supports(bop)
+            if not inner:
+                return inner
+            if not bop.has_trait(Trait.ELEMENTWISE) and not (kind == "norm" and bop.name in _NORM_BODY_END):
+                return Support(False, f"{bop.name} cannot be evaluated inside a fused {kind} region on the cpu target")
+    return Support(True)
+
+
+_NORM_BODY_END = ("nn.layer_norm", "nn.rms_norm", "nn.skip_layer_norm", "nn.skip_rms_norm")
+
+
+def _is_uniform(op: Operation) -> bool:
+    """A ``core.full``, or a ``core.constant`` all of whose elements are equal (a scalar splat)."""
+    if op.name == "core.full":
+        return True
+    arr = op.attrs["value"].to_array()
+    return bool(arr.size == 1 or (arr.size and (arr == arr.flat[0]).all()))
+
 
 def _splat_value(op: Operation) -> Any:
-    """The single value of a constant or ``core.full`` inside a region body."""
+    """The single value of a uniform constant or ``core.full`` inside a region body."""
     if op.name == "core.full":
         return op.attrs["value"]
-    arr = op.attrs["value"].to_array()
-    if arr.size == 1 or (arr.size and (arr == arr.flat[0]).all()):
-        return arr.flat[0].item()
-    raise CpuLoweringError(f"a non-uniform constant inside a fused region has no cpu lowering yet\n  at {_op_text(op)}")
+    if not _is_uniform(op):
+        raise CpuLoweringError(f"internal: a non-uniform constant taken as a splat\n  at {_op_text(op)}")
+    return op.attrs["value"].to_array().flat[0].item()
+
+
+def _constant_view(lw: Lowering, op: Operation) -> View:
+    """A ``core.constant``'s value in a weight storage, built once per model (shared by the
+    programs of every input shape and by every reader)."""
+    return packed_weight(lw, f"__const_{id(op)}", lambda: op.attrs["value"].to_array())
 
 
 def _scalar_const(value: Any, t: ScalarType) -> Const:
@@ -396,7 +469,7 @@ def _constant(lw: Lowering, op: Operation) -> None:
         lw.views[id(op.results[0])] = packed_weight(lw, name, lambda: lw.module.constants[name])
         lw.weight_ops[id(op.results[0])] = name
     else:
-        lw.views[id(op.results[0])] = packed_weight(lw, f"__const_{id(op)}", lambda: op.attrs["value"].to_array())
+        lw.views[id(op.results[0])] = _constant_view(lw, op)
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, align: int = 64) -> np.ndarray:
@@ -407,9 +480,22 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, align: int = 64) -> n
     return buf[start:start + nbytes].view(dtype).reshape(shape)
 
 
+def mapped_empty(size: int, dtype: np.dtype) -> np.ndarray:
+    """``size`` zeroed elements in fresh anonymous pages (page-aligned). MKL's panel buffer is
+    sized for its worst case and the packing writes 1-2x the weight's bytes of it (measured:
+    4.8 of 9.1 MB for a 768x768 weight); pages never written stay out of resident memory, which
+    a heap allocation reusing freed, already resident pages would not guarantee."""
+    import mmap
+
+    nbytes = max(1, size * np.dtype(dtype).itemsize)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype, count=size)
+
+
 def aligned_copy(arr: np.ndarray, align: int = 64) -> np.ndarray:
-    """A C-contiguous copy of ``arr`` whose data starts on an ``align``-byte boundary."""
-    if arr.flags.c_contiguous and arr.ctypes.data % align == 0 and arr.flags.owndata:
+    """``arr`` itself when it is C-contiguous and starts on an ``align``-byte boundary (a view
+    of the user's parameters or of a memory-mapped file included: kernels only read weights),
+    else such a copy."""
+    if arr.flags.c_contiguous and arr.ctypes.data % align == 0:
         return arr
     out = aligned_empty(tuple(arr.shape), arr.dtype, align)
     out[...] = arr
@@ -551,7 +637,7 @@ def _packed_weight(lw: Lowering, name: str, w: View, transposed: bool, m: int, n
 
     def make() -> np.ndarray:
         src = np.ascontiguousarray(lw.module.constants[name], dtype=np.float32)
-        out = aligned_empty((floats,), np.dtype(np.float32))
+        out = mapped_empty(floats, np.dtype(np.float32))
         gemm.pack(out.ctypes.data, src, transposed, PACK_ROWS, n, k)
         return out
 

@@ -23,7 +23,8 @@ Semantics follow the ops' numpy references (``optllm/ir/dialects/core.py``):
 * topk: the total order of ``argsort(key, kind="stable")`` with ``key = -x`` (largest) or ``x``:
   by value, ties by lower index, NaN after every number. Each of the ``k`` outputs is the
   smallest element (in that order) after the previous one, found in one pass over the row: no
-  scratch and no sort, ``k * n`` comparisons (top-k is taken with small ``k``).
+  scratch and no sort, ``k * n`` comparisons (top-k is taken with small ``k``). ``k > n`` (an
+  IndexError in the reference) sets the error flag, so the run fails naming the op.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from optllm.backends.kernels.kir import (
     Declare,
     Expr,
     For,
+    If,
     Kernel,
     KIRError,
     Let,
@@ -172,5 +174,9 @@ def topk_kernel(dtype: ScalarType, rank: int, largest: bool, *, work: int = 1024
              Assign("pv", bv), Assign("pi", bi))
     inner: list[Stmt] = [Declare("pv", _zero(dtype)), Declare("pi", c(-1)), For("t", c(0), v("k"), per_k)]
     params = _row_params([("vals", dtype), ("idx", I64)], dtype, rank, extra=("k",))
-    return Kernel(f"topk_{'largest' if largest else 'smallest'}_{dtype}_r{rank}", params,
-                  (_rows(rank, ["vals", "idx", "x"], inner, work),), doc="core.topk along strided rows")
+    params = (*params, Param("err", "buffer", I64), Param("code", "scalar", I64))
+    # k > n is the reference's IndexError: reported through the error flag, and no row is walked
+    check = If(Binary("gt", v("k"), v("n")), (Store("err", c(0), v("code")),),
+               (_rows(rank, ["vals", "idx", "x"], inner, work),))
+    return Kernel(f"topk_{'largest' if largest else 'smallest'}_{dtype}_r{rank}", params, (check,),
+                  doc="core.topk along strided rows")
