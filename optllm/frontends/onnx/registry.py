@@ -12,7 +12,8 @@ the node's domain, so a changed op semantics is a second registration, not an ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -67,3 +68,18 @@ def registered_ops() -> list[tuple[str, str]]:
 
 def _load_converters() -> None:
     from optllm.frontends.onnx import ops  # noqa: F401  (imports every ops_*.py module)
+
+
+@contextlib.contextmanager
+def override(op_type: str, wrap: Callable[[OnnxConverter], OnnxConverter], domain: str = "") -> Iterator[None]:
+    """Replace the newest converter of ``op_type`` by ``wrap(converter)`` while the block runs
+    (a test hook: ``optllm.testing.onnx_fuzz`` plants bugs with it)."""
+    _load_converters()
+    entries = _TABLE[(_norm_domain(domain), op_type)]
+    saved = list(entries)
+    since, fn = entries[-1]
+    entries[-1] = (since, wrap(fn))
+    try:
+        yield
+    finally:
+        entries[:] = saved
