@@ -83,7 +83,8 @@ class Case:
 
         def info(name: str) -> Any:
             v = self.types[name]
-            return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(v.dtype)), v.shape)
+            shape = [d.replace("*", "_") if isinstance(d, str) else d for d in v.shape]
+            return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(v.dtype)), shape)
 
         graph = helper.make_graph(
             list(self.nodes), f"fuzz_{self.seed}", [info(n) for n in self.inputs], [info(n) for n in self.outputs],
@@ -94,7 +95,34 @@ class Case:
 
 
 def _concrete(shape: list[Dim], env: dict[str, int]) -> tuple[int, ...]:
-    return tuple(env[d] if isinstance(d, str) else d for d in shape)
+    return tuple(dim_value(d, env) for d in shape)
+
+
+def dim_value(d: Dim, env: dict[str, int]) -> int:
+    """A dim's size: symbolic dims are products written ``"2*batch*seq"``."""
+    if isinstance(d, int):
+        return d
+    out = 1
+    for part in d.split("*"):
+        out *= int(part) if part.isdigit() else env[part]
+    return out
+
+
+def _product(dims: list[Dim]) -> Dim:
+    """The product of ``dims`` as a dim: an int, or ``"k*sym*sym"`` in one canonical spelling."""
+    k, syms = 1, []
+    for d in dims:
+        if isinstance(d, int):
+            k *= d
+            continue
+        for part in d.split("*"):
+            if part.isdigit():
+                k *= int(part)
+            else:
+                syms.append(part)
+    if not syms or k == 0:
+        return k
+    return "*".join(([str(k)] if k != 1 else []) + sorted(syms))
 
 
 def _broadcast(a: list[Dim], b: list[Dim]) -> list[Dim] | None:
@@ -427,6 +455,17 @@ class Generator:
             total = int(np.prod(shape))
             spec = [-1] if self.rng.random() < 0.5 else [1, total]
             out = [total] if spec == [-1] else [1, total]
+        elif len(shape) >= 2 and isinstance(shape[-1], int) and r < 0.8:  # fold the leading (symbolic) dims
+            spec = [-1, int(shape[-1])]
+            out = [_product(shape[:-1]), shape[-1]]
+            flat = self.node("Reshape", [x, self.const(np.asarray(spec, np.int64))], [(x.dtype, out)])[0]
+            if self.rng.random() < 0.5:  # and back, through Shape (what exporters write)
+                shp = self.node("Shape", [x], [(np.int64, [len(shape)])])[0]
+                self.node("Reshape", [flat, shp], [(x.dtype, shape)])
+            return True
+        elif len(shape) >= 3 and isinstance(shape[-1], int) and shape[-1] % 2 == 0:  # -1 inferred from symbols
+            spec = [0, -1, 2]
+            out = [shape[0], _product(shape[1:-1] + [int(shape[-1]) // 2]), 2]
         else:
             spec = [0] * len(shape) + [1]
             out = shape + [1]
@@ -462,7 +501,7 @@ class Generator:
         rank = len(x.shape)
         written = axis - rank if self.rng.random() < 0.5 else axis
         out = [d for i, d in enumerate(x.shape) if i != axis]
-        if self.rng.random() < 0.2:
+        if self.rng.random() < 0.2 and all(isinstance(d, int) for d in x.shape):  # a symbol may be 1 at run time
             self.node("Squeeze", [x], [(x.dtype, [d for d in x.shape if d != 1])])
         else:
             self.node("Squeeze", [x, self.const(np.asarray([written], np.int64))], [(x.dtype, out)])

@@ -14,6 +14,7 @@ pytest.importorskip("onnxruntime")
 from optllm.testing.onnx_fuzz import (  # noqa: E402
     campaign,
     check,
+    dim_value,
     generate,
     inject_bug,
     load_saved,
@@ -33,7 +34,7 @@ def test_generated_graphs_are_valid_onnx() -> None:
         onnx.checker.check_model(case.model(), full_check=True)
         outs = run_onnxruntime(case.model(), case.feeds)
         assert [list(o.shape) for o in outs] == [
-            [case.env.get(d, d) if isinstance(d, str) else d for d in case.types[n].shape] for n in case.outputs]
+            [dim_value(d, case.env) for d in case.types[n].shape] for n in case.outputs]
 
 
 def test_short_campaign_is_clean() -> None:
