@@ -262,14 +262,25 @@ def torch_dtype(dtype: DType) -> Any:
 
 
 def tensor_to_numpy(t: Any) -> np.ndarray:
+    """A read-only numpy array over ``t``'s memory: no copy for a contiguous CPU tensor, so an
+    imported model's weights stay where the user's parameters are (the array keeps the tensor
+    alive). bf16 is viewed through int16 as ``ml_dtypes.bfloat16``. Read-only, because passes
+    that fold constants must make new arrays, never write into the user's parameters."""
     import torch
 
-    t = t.detach().cpu().contiguous()
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if not t.is_contiguous():
+        t = t.contiguous()  # a private copy: only contiguous memory has a numpy view
     if t.dtype == torch.bfloat16:
         import ml_dtypes
 
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
-    return t.numpy().copy()
+        arr = t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    else:
+        arr = t.numpy()
+    arr.flags.writeable = False
+    return arr
 
 
 class SymbolConverter:
