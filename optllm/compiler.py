@@ -4,6 +4,10 @@
     out = cm(input_ids=ids, attention_mask=mask)     # same convention and output type as model
     out.logits; cm.stats["nodes"]; cm.module         # HF outputs keep their fields
     cm.save("out/"); cm2 = optllm.load("out/")
+
+A ``transformers`` model is compiled with its default config: a causal LM (``use_cache=True``
+by default) is exported without its KV cache, so its output keeps its class and ``.logits``
+with ``past_key_values=None`` until optllm runs generation with a KV cache.
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _import(model: Any, example_inputs: Any, dynamic: Any) -> tuple[Module, Any]:
+def _import(model: Any, example_inputs: Any, kwargs: dict[str, Any] | None, dynamic: Any) -> tuple[Module, Any]:
     """Pick the frontend for ``model``: an IR module, an ``.oir`` or ``.onnx`` path, or a torch module."""
     if isinstance(model, Module):
         return model, None
@@ -132,30 +136,36 @@ def _import(model: Any, example_inputs: Any, dynamic: Any) -> tuple[Module, Any]
                            "an optllm Module or a path to a .oir file")
     from optllm.frontends.fx import import_torch
 
-    imported = import_torch(model, example_inputs, dynamic=dynamic)
+    imported = import_torch(model, example_inputs, kwargs=kwargs, dynamic=dynamic)
     return imported.module, imported.signature
 
 
-def compile(model: Any, example_inputs: Any = (), *, target: str = "reference", passes: str = "default",
-            dynamic: Any = "auto", verify: bool = True) -> CompiledModel:
+def compile(model: Any, example_inputs: Any = (), *, kwargs: dict[str, Any] | None = None,
+            target: str = "reference", passes: str = "default", dynamic: Any = "auto",
+            verify: bool = True) -> CompiledModel:
     """Import ``model``, optimize it with the pipeline ``passes`` and build it for ``target``.
 
     Args:
         model: a ``torch.nn.Module`` (imported through torch.export), an optllm ``Module``, a
             path to a ``.oir`` file or to an ``.onnx`` model (called with inputs by ONNX input
             name, returning a dict by ONNX output name).
-        example_inputs: a tuple of positional tensors or a dict of keyword tensors (torch models).
+        example_inputs: a tuple of positional tensors or a dict of keyword tensors (torch
+            models), as the model's own forward takes them: ``(input_ids,)``,
+            ``(input_ids, attention_mask)``, ``{"input_ids": ..., "token_type_ids": ...}``.
+            Every input given here is required at call time; one not given here is refused.
+        kwargs: more keyword tensors, beside positional ``example_inputs``.
         target: one of ``optllm.backends.TARGETS``; unknown or unimplemented targets raise.
         passes: a pipeline in text form (``"dce,cse"``) or a named one (``default``, ``O0``).
-        dynamic: ``"auto"`` (batch and sequence dims symbolic), ``None`` (static) or an explicit
-            ``{input: {axis: "SYMBOL"}}`` mapping.
+        dynamic: ``"auto"`` (batch and sequence dims symbolic at any example size, 1 included),
+            ``None`` (static) or an explicit ``{input: {axis: "SYMBOL"}}`` mapping. A dim torch
+            still fixes is reported with a ``UserWarning``.
         verify: verify the IR after import and after every pass.
     """
     from optllm.passes import run_pipeline
 
     tgt = resolve_target(target)  # fail on a bad target before the slow import
     t0 = time.perf_counter()
-    module, signature = _import(model, example_inputs, dynamic)
+    module, signature = _import(model, example_inputs, kwargs, dynamic)
     if verify:
         verify_module(module)
     t1 = time.perf_counter()

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from optllm.frontends.common import FrontendError, Imported, graph_builder, scalar_dense
+from optllm.frontends.fx_example import cache_off, enlarge, enlarged_axes, fixed_dims, warn_fixed
 from optllm.frontends.signature import Signature, tree_from_pytree
 from optllm.ir import DType, TensorType, Value
 from optllm.ir.diagnostics import OptllmError
@@ -46,18 +47,56 @@ def import_torch(model: Any, example_inputs: Any = (), *, kwargs: Mapping[str, A
                  dynamic: Any = "auto", name: str | None = None) -> Imported:
     """Export ``model`` on the example inputs and lower it to an optllm ``Module``.
 
-    ``example_inputs`` is a tuple of positional tensors or a dict of keyword tensors.
-    ``dynamic="auto"`` makes dim 0 of every input the symbol ``B`` and dim 1 of rank >= 2
-    inputs ``S``; ``None`` keeps every dim static; ``{input_name: {axis: "SYMBOL"}}`` is
-    explicit. Dims that torch specialises stay static (logged).
-    """
-    import torch
+    ``example_inputs`` is a tuple of positional tensors or a dict of keyword tensors (more
+    keyword tensors may come in ``kwargs``). ``dynamic="auto"`` makes dim 0 of every input
+    the symbol ``B`` and dim 1 of rank >= 2 inputs ``S``, at any example size (1 included);
+    ``None`` keeps every dim static; ``{input_name: {axis: "SYMBOL"}}`` is explicit. A dim
+    that torch still makes static is reported with a ``UserWarning``.
 
+    A ``transformers`` model whose forward takes ``use_cache`` is exported with
+    ``use_cache=False`` unless the example sets it: optllm has no KV cache yet, so the
+    compiled model returns the model's own output class (``.logits``) with its cache field
+    ``None`` (see ``fx_example``).
+    """
     args, kw = _split_inputs(example_inputs, kwargs)
     params = _forward_params(model)
     named = _name_inputs(params, args, kw)
     axes = _dynamic_axes(named, dynamic)
+    extra = cache_off(params, named)
+    kw, named = {**kw, **extra}, {**named, **extra}
+    model_name = type(model).__name__
+    positional = list(named)[:len(args)]
     dyn = _dynamic_shapes_spec(params, args, kw, axes)
+    grown = enlarged_axes(named, axes)
+    ep = None
+    if grown:
+        try:
+            ep = _export(model, tuple(enlarge(n, a, grown) for n, a in zip(positional, args)),
+                         {k: enlarge(k, v, grown) for k, v in kw.items()}, dyn)
+        except FrontendError as e:  # the model needs that dim to be 1: export it as given
+            log.info("%s does not export on the enlarged example (%s); exporting it as given", model_name, e)
+    user_names = _user_input_names(ep, named) if ep is not None else []
+    if ep is None or any((n, ax) in grown for n, ax, _ in fixed_dims(ep, user_names, axes)):
+        # torch fixed a dim we enlarged: at 2 it would refuse the user's own size, so export
+        # on the user's example as it is (the dim is then fixed at the user's size).
+        ep = _export(model, tuple(args), kw, dyn)
+        user_names = _user_input_names(ep, named)
+    fixed = fixed_dims(ep, user_names, axes)
+    warn_fixed(model_name, fixed, axes)
+    ep = _decompose(ep, model_name)
+    symbols = _symbol_map(ep, user_names, axes)
+    from optllm.frontends.fx_lower import lower_program
+
+    module = lower_program(ep, user_names, symbols, name or _default_name(model))
+    statics = {k: v for k, v in named.items() if not _is_tensor(v) and _jsonable(v)}
+    sig = Signature(user_names, tree_from_pytree(ep.call_spec.out_spec), params, statics)
+    return Imported(module, sig)
+
+
+def _export(model: Any, args: tuple[Any, ...], kw: dict[str, Any], dyn: Any) -> Any:
+    """``torch.export.export`` in eval mode without gradients; failures become ``FrontendError``."""
+    import torch
+
     was_training = getattr(model, "training", False)
     if isinstance(model, torch.nn.Module):
         model.eval()
@@ -65,25 +104,31 @@ def import_torch(model: Any, example_inputs: Any = (), *, kwargs: Mapping[str, A
         with torch.no_grad(), warnings.catch_warnings():
             # torch's own export internals trip this deprecation (not the user's code)
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-            ep = torch.export.export(model, tuple(args), dict(kw), dynamic_shapes=dyn, strict=False)
-            ep = ep.run_decompositions(_decomposition_table())
+            return torch.export.export(model, args, kw, dynamic_shapes=dyn, strict=False)
     except OptllmError:
         raise
     except Exception as e:
-        raise FrontendError(f"torch.export failed on {type(model).__name__}: {type(e).__name__}: "
-                            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+        raise FrontendError(f"torch.export failed on {type(model).__name__}: {_first_line(e)}") from e
     finally:
         if was_training:
             model.train()
-    user_names = _user_input_names(ep, named)
-    symbols = _symbol_map(ep, user_names, axes)
-    module_name = name or _default_name(model)
-    from optllm.frontends.fx_lower import lower_program
 
-    module = lower_program(ep, user_names, symbols, module_name)
-    statics = {k: v for k, v in named.items() if not _is_tensor(v) and _jsonable(v)}
-    sig = Signature(user_names, tree_from_pytree(ep.call_spec.out_spec), params, statics)
-    return Imported(module, sig)
+
+def _decompose(ep: Any, model_name: str) -> Any:
+    """The exported program in Core ATen, keeping the ``PRESERVE`` ops whole."""
+    import torch
+
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            return ep.run_decompositions(_decomposition_table())
+    except Exception as e:
+        raise FrontendError(f"decomposing the export of {model_name} to Core ATen failed: {_first_line(e)}") from e
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 # -- inputs and dynamic dims ------------------------------------------------------------------

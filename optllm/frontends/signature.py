@@ -68,10 +68,12 @@ class Signature:
         problems = []
         if changed:
             problems.append(", ".join(f"'{n}' was fixed to {self.static[n]!r} at import" for n in changed))
-        if missing:
-            problems.append(f"missing input{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
-        if extra:
-            problems.append(f"unexpected input{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}")
+        if missing:  # every input of the compile-time example is required
+            problems.append(f"missing input{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+                            "(given in the example at compile time, so required)")
+        if extra:  # the graph was traced without it: its value would be ignored, so refuse it
+            problems.append(f"unexpected input{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))} "
+                            "(not in the example at compile time; compile with it in the example to pass it)")
         if problems:
             raise SignatureError(f"{' and '.join(problems)}: the imported model takes "
                                  f"({', '.join(self.input_names)})")

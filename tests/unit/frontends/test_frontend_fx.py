@@ -120,12 +120,41 @@ def test_static_and_explicit_dynamic_dims():
         import_torch(model, (x,), dynamic={"y": {0: "N"}})
 
 
-def test_specialised_dim_stays_static_with_a_message(caplog):
+def test_batch_one_example_keeps_dims_symbolic():
+    """torch.export fixes size-1 dims; the frontend exports on an enlarged copy instead."""
     model = Net().eval()
-    with caplog.at_level(logging.INFO, logger="optllm.frontends.fx"):
-        imported = import_torch(model, (torch.randn(1, 5, 8),))
-    assert str(imported.module.main.inputs[0].type) == "f32[1,S,8]"
-    assert "specialised x dim 0" in caplog.text
+    imported = import_torch(model, (torch.randn(1, 1, 8),))
+    assert str(imported.module.main.inputs[0].type) == "f32[B,S,8]"
+    x = torch.randn(3, 4, 8)
+    (ours,) = _check(imported, x)
+    np.testing.assert_allclose(ours, model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+class Flat(nn.Module):
+    """Needs its batch to be 1 (``view(-1)`` of a [1, 8] tensor to [8])."""
+
+    def forward(self, x):
+        return x.view(8) * 2
+
+
+class Fixed(nn.Module):
+    """Broadcasts its input against a [4, 8] buffer, so torch makes the batch 4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.randn(4, 8))
+
+    def forward(self, x):
+        return x * self.table
+
+
+def test_a_dim_torch_fixes_is_a_warning_naming_input_axis_and_size():
+    with pytest.warns(UserWarning, match=r"input 'x' axis 0 \(B\) to 4"):
+        imported = import_torch(Fixed().eval(), (torch.randn(4, 8),))
+    assert str(imported.module.main.inputs[0].type) == "f32[4,8]"
+    with pytest.warns(UserWarning, match=r"input 'x' axis 0 \(B\) to 1"):
+        imported = import_torch(Flat().eval(), (torch.randn(1, 8),))
+    assert str(imported.module.main.inputs[0].type) == "f32[1,8]"
 
 
 class Tied(nn.Module):

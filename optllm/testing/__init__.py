@@ -1,0 +1,1 @@
+"""Test support shared by the test suite, benchmarks and tools (the model matrix)."""
