@@ -169,9 +169,12 @@ class ConstantTable:
 
     @staticmethod
     def digest(arr: np.ndarray) -> str:
+        """Hash of dtype, shape and bytes, read in place (``tobytes`` would copy a whole weight)."""
         h = hashlib.blake2b(digest_size=20)
         h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.tobytes())
+        if arr.size:
+            flat = np.ascontiguousarray(arr).reshape(-1)  # no copy for the table's (contiguous) entries
+            h.update(memoryview(flat.view(np.uint8)))
         return h.hexdigest()
 
     @staticmethod
@@ -242,6 +245,39 @@ class ConstantTable:
         for names in self._by_fingerprint.values():
             if name in names:
                 names.remove(name)
+
+    def owns_memory(self, name: str) -> bool:
+        """Whether the entry ``name`` is loaded and its bytes live on this process's heap, as
+        opposed to the user's parameters (a view over a torch tensor), a memory-mapped file or
+        a lazy loader not called yet."""
+        arr = self._arrays.get(name)
+        if arr is None:
+            return False
+        base: Any = arr
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        return isinstance(base, np.ndarray) and not isinstance(base, np.memmap)
+
+    def spill(self, name: str) -> int:
+        """Move the heap bytes of ``name`` to an unlinked temporary file mapped read-only, and
+        return the bytes released. The entry stays readable (pages come back from the file on
+        access): a backend that re-laid a weight out into its own format calls this so the
+        original is not held twice, while saving, exporting and the reference still read it."""
+        if not self.owns_memory(name):
+            return 0
+        import mmap
+        import tempfile
+
+        arr = np.ascontiguousarray(self._arrays[name])
+        if arr.nbytes == 0:
+            return 0
+        with tempfile.TemporaryFile(prefix="optllm-spill-") as f:
+            f.write(memoryview(arr.reshape(-1).view(np.uint8)))
+            f.flush()
+            mapped = mmap.mmap(f.fileno(), arr.nbytes, prot=mmap.PROT_READ)  # outlives the closed file
+        view = np.frombuffer(mapped, dtype=arr.dtype, count=arr.size).reshape(arr.shape)
+        self._arrays[name] = view
+        return int(arr.nbytes)
 
     def items(self) -> Iterator[tuple[str, np.ndarray]]:
         for name in list(self._types):

@@ -150,7 +150,9 @@ class Folder:
             return b.op("core.full", shape=list(t.shape), value=full_value(arr, t.dtype), dtype=t.dtype)
         base = f"{op.loc or 'const'}.{op.name.split('.')[-1]}" + (f".{index}" if len(op.results) > 1 else "")
         before = len(self.module.constants)
-        name = self.module.constants.add(np.array(arr, order="C", copy=True), base)
+        # a fresh result is stored as it is; a view (of a weight, say) gets its own bytes
+        own = arr if arr.flags.c_contiguous and arr.flags.owndata else np.array(arr, order="C", copy=True)
+        name = self.module.constants.add(own, base)
         self.new_constants += len(self.module.constants) - before
         return b.create("core.weight", [], {"name": name}, result_types=[t]).result
 

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from optllm.backends.cpu import lower_core as _lower_core  # noqa: F401  (registers the core handlers)
-from optllm.backends.cpu import lower_nn as _lower_nn  # noqa: F401  (registers the nn handlers)
 from optllm.backends.cpu import lower_einsum as _lower_einsum  # noqa: F401  (core.einsum)
 from optllm.backends.cpu import lower_index as _lower_index  # noqa: F401  (gathers, scatters, triangle)
+from optllm.backends.cpu import lower_nn as _lower_nn  # noqa: F401  (registers the nn handlers)
 from optllm.backends.cpu import lower_scan as _lower_scan  # noqa: F401  (cumsum/cumprod, argmax, topk)
 from optllm.backends.cpu.lower import CpuLoweringError, Lowering
 from optllm.backends.kernels.llvm.jit import compile_kernels
@@ -44,6 +44,7 @@ class CpuExecutable:
         self.programs: dict[tuple[tuple[str, int], ...], BoundProgram] = {}  # (env, team) -> program
         self.build_seconds: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.spilled_bytes = 0  # heap bytes of constants moved to mapped files (see _release_packed_sources)
         self.prepare(None)
 
     def prepare(self, env: dict[str, int] | None) -> BoundProgram | None:
@@ -54,6 +55,7 @@ class CpuExecutable:
             syms = sorted({s for v in graph.inputs for d in v.type.shape if not isinstance(d, int) for s in d.symbols()})
             env = {s: 2 for s in syms}
             Lowering(self.module, env, self.threads, self.weights).lower(graph)  # raises on unsupported ops
+            self._release_packed_sources()
             return None
         key = (*sorted(env.items()), ("threads", get_num_threads()))  # scratch is sized for the team
         bound = self.programs.get(key)
@@ -61,6 +63,7 @@ class CpuExecutable:
             t0 = time.perf_counter()
             lw = Lowering(self.module, env, self.threads, self.weights)
             program = lw.lower(graph)
+            self._release_packed_sources()
             t1 = time.perf_counter()
             kernels = compile_kernels(list(lw.kernels.values()), directory=self.cache_dir)
             t2 = time.perf_counter()
@@ -68,7 +71,35 @@ class CpuExecutable:
             bound.kernel_names = sorted(lw.kernels)
             self.build_seconds = {"lower": t1 - t0, "compile": t2 - t1, "bind": time.perf_counter() - t2}
             self.programs[key] = bound
+            _trim_heap()
         return bound
+
+    def _release_packed_sources(self) -> None:
+        """Weights are held once: a constant that the programs read only re-laid out (MKL
+        panels, a transposed copy for BLAS) keeps no heap copy beside that layout. One that
+        the user's parameters or a mapped file already back costs nothing and stays; one this
+        process computed (a folded constant) moves to a mapped file (``ConstantTable.spill``),
+        still readable by ``save``, ``export_onnx`` and the reference target."""
+        consts = self.module.constants
+        for key in list(self.weights):
+            src = key.partition("@")[0]
+            if src != key and src not in self.weights and src in consts:
+                self.spilled_bytes += consts.spill(src)
+
+    def held_memory(self) -> dict[str, int]:
+        """What running this executable keeps in memory: ``weights_bytes``, every distinct weight
+        array its programs read (packed panels and re-laid out copies included, each once; the
+        weights of ``prepare(None)`` when no shape is prepared yet), and ``arena_bytes``, the
+        arenas of the prepared shapes (one per shape)."""
+        arrays: dict[int, int] = {id(a): a.nbytes for a in self.weights.values()}
+        arena = 0
+        for bound in self.programs.values():
+            arena += bound.memory.arena_bytes
+            for st in bound.program.storages:
+                if st.kind == "weight" and st.array is not None:
+                    arrays[id(st.array)] = st.array.nbytes
+        weights = sum(arrays.values())
+        return {"weights_bytes": weights, "arena_bytes": arena, "total_bytes": weights + arena}
 
     def run(self, inputs: Sequence[Any]) -> list[np.ndarray]:
         arrays = [np.asarray(x) for x in inputs]
@@ -83,3 +114,23 @@ class CpuExecutable:
             bound = self.prepare(env)
         assert bound is not None
         return bound.memory.as_dict()
+
+
+def _trim_heap() -> None:
+    """Give the heap pages freed while building (LLVM's compile-time memory, spilled weights)
+    back to the system: glibc keeps freed memory in its arenas, so without this a built model
+    stays resident at the high-water mark of its build (measured on GPT-2: 69 MB). Not glibc:
+    nothing to do."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()  # the importer's garbage (an exported program's cycles) first
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        return
+    if trim is not None:
+        trim(0)
