@@ -59,7 +59,8 @@ class MergeProjections(Pattern):
         key = _key(op)
         if key is None:
             return "not a residual-free linear with constant weights (and bias) reading x as input"
-        siblings = [u for u in op.operands[0].users if _key(u) == key]
+        # readers of x as the input, not as the weight (linear(x, W) and linear(W, V) share no input)
+        siblings = [u for u in op.operands[0].users if u.operands[0] is op.operands[0] and _key(u) == key]
         if len(siblings) < 2:
             return "no other linear with the same flags and K reads this input"
         if not all(isinstance(s.result.type.shape[-1], int) for s in siblings):
