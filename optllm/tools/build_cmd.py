@@ -66,8 +66,9 @@ def compile_cmd(args: argparse.Namespace, load: Any, parse_dims: Any, bind_dims:
             plans.append({"dims": env, "steps": len(bound.calls), "kernels": len(bound.kernel_names),
                           "memory": bound.memory.as_dict(), "build_seconds": round(time.perf_counter() - t0, 3)})
         save_module(module, tmp / "model.oir")
+        held = exe.held_memory()
         manifest = {"format": FORMAT, "target": target.name, "threads": exe.threads, "optllm": __version__,
-                    "plans": plans}
+                    "plans": plans, "memory": held}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -81,7 +82,14 @@ def compile_cmd(args: argparse.Namespace, load: Any, parse_dims: Any, bind_dims:
         dims = ", ".join(f"{k}={v}" for k, v in sorted(p["dims"].items()))
         print(f"  {dims}: {p['steps']} kernel calls, {p['kernels']} kernels, arena {m['arena_bytes']} bytes "
               f"(lower bound {m['lower_bound']}, {m['ratio']:.3f}x), weights {m['weights_bytes']} bytes")
+    print(f"  memory held when run: {_mib(held['total_bytes'])} = weights {_mib(held['weights_bytes'])} "
+          f"(after packing; each array once) + arenas {_mib(held['arena_bytes'])} "
+          f"({len(plans)} prepared shape{'s' if len(plans) != 1 else ''})")
     return 0
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
 
 
 def is_build_dir(path: str) -> bool:
