@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from optllm.ir.diagnostics import OptllmError
 from optllm.backends.support import Support, reference_supports
+from optllm.ir.diagnostics import OptllmError
 from optllm.ir.graph import Module
 from optllm.ir.ops import Operation
 

@@ -13,13 +13,18 @@ pass could build. Use it to check that a pass keeps the reference outputs::
         MyPass().run(m) ...
         assert_outputs_close(run_reference(m, xs), before)
 
-Graphs mix static and symbolic (``B``, ``S``) shapes: elementwise unary / binary ops with
-broadcasting, comparisons and ``where``, matmul, reshape, permute, expand, slice, concat,
-split (several results), reductions, softmax, layer/rms norm, attention (causal, GQA, bool or
-additive mask), arange, gather with constant indices, duplicated ops (work for CSE),
-inline ``core.constant`` dense tensors, ``core.full``, weights from the constant table (some
-identical, so the table deduplicates them), casts between f32/f16/i32/bool, and now and then a
-``fused.region`` wrapping a few elementwise ops (sometimes with two results).
+Graphs mix static and symbolic (``B``, ``S``) shapes and use every op of the registry
+(``GENERATED_OPS``): elementwise unary / binary ops with broadcasting (the trig functions on
+their domains, integer floordiv/mod/bitand, bool logic), comparisons and ``where``, matmul,
+nn.linear with every epilogue (now and then 256 -> 512 wide, so the cpu target's packed-weight
+GEMM runs), reshape, permute, expand, slice, concat, split (several results), every reduction,
+cumsum/cumprod, argmax, topk (ties included), softmax, layer/rms/skip norms, rope, attention
+(causal, GQA, bool or additive mask), einsum, arange, gather / gather_elements / multi-index /
+embedding and scatter_elements / scatter_nd with constant (also negative) indices valid at the
+smallest sizes, triangle, duplicated ops (work for CSE), inline ``core.constant`` dense tensors,
+``core.full``, weights from the constant table (some identical, so the table deduplicates them),
+casts between f32/f16/i32/bool, and now and then a ``fused.region`` wrapping a few elementwise
+ops (sometimes with two results).
 
 Runtime sizes for the symbols come from ``envs()``; every symbolic length the generator makes
 stays >= 1 for S >= 3 (slices take at most one element off a symbolic dim).
@@ -37,10 +42,10 @@ from optllm.backends.reference import run_module
 from optllm.ir import Builder, DType, Graph, Module, TensorType, Value
 from optllm.ir.diagnostics import TypeInferenceError
 from optllm.ir.dialects._shapes import broadcast_shapes
-from optllm.ir.symbolic import Dim, SymExpr, is_static
+from optllm.ir.symbolic import Dim, SymExpr, evaluate, is_static
 
 __all__ = ["modules", "envs", "random_inputs", "run_reference", "assert_outputs_close", "tolerance",
-           "SYMBOLS"]
+           "SYMBOLS", "GENERATED_OPS"]
 
 B = SymExpr.symbol("B")
 S = SymExpr.symbol("S")
@@ -207,22 +212,36 @@ def _is_float(v: Value) -> bool:
 
 # Unary ops safe on any finite float input (no domain errors).
 _SAFE_UNARY = ("core.neg", "core.abs", "core.tanh", "core.sigmoid", "core.sin", "core.cos", "core.erf",
-               "core.floor", "nn.relu", "nn.gelu", "nn.silu", "core.exp")
+               "core.floor", "nn.relu", "nn.gelu", "nn.silu", "core.exp", "core.ceil", "core.round",
+               "core.tan", "core.atan", "core.sinh", "core.cosh", "core.asinh")
 # Ops with a restricted domain get abs(x) + 1 first.
-_POSITIVE_UNARY = ("core.sqrt", "core.rsqrt", "core.log", "core.reciprocal")
-_BINARY_FLOAT = ("core.add", "core.sub", "core.mul", "core.div", "core.max", "core.min")
-_BINARY_INT = ("core.add", "core.sub", "core.mul", "core.max", "core.min")
-_COMPARE = ("core.lt", "core.ge", "core.eq", "core.ne")
+_POSITIVE_UNARY = ("core.sqrt", "core.rsqrt", "core.log", "core.reciprocal", "core.acosh")
+# Ops defined on (-1, 1) get tanh(x) / 2 first.
+_UNIT_UNARY = ("core.asin", "core.acos", "core.atanh")
+_BINARY_FLOAT = ("core.add", "core.sub", "core.mul", "core.div", "core.max", "core.min", "core.pow")
+_BINARY_INT = ("core.add", "core.sub", "core.mul", "core.max", "core.min", "core.floordiv", "core.mod",
+               "core.bitand")
+_BINARY_BOOL = ("core.and", "core.or", "core.xor")
+_COMPARE = ("core.lt", "core.ge", "core.eq", "core.ne", "core.le", "core.gt")
+_MIN_ENV = {"B": 1, "S": 3}  # the smallest sizes envs() and larger_envs() draw
+
+
+def _min_size(d: Dim) -> int:
+    """The smallest runtime size of dim ``d`` (index values drawn below it are always valid)."""
+    return int(d) if is_static(d) else int(evaluate(d, _MIN_ENV))  # type: ignore[call-overload]
 
 
 def _unary(gen: _Gen) -> None:
     x = gen.pick(_is_float)
     if x is None:
         return
-    name = gen.one_of(_SAFE_UNARY + _POSITIVE_UNARY)
+    name = gen.one_of(_SAFE_UNARY + _POSITIVE_UNARY + _UNIT_UNARY)
     if name in _POSITIVE_UNARY:
         one = gen.add(gen.b.op("core.constant", value=np.ones((), x.type.dtype.to_numpy())))
         x = gen.add(gen.b.op("core.add", gen.b.op("core.abs", x), one))
+    if name in _UNIT_UNARY:
+        half = gen.add(gen.b.op("core.constant", value=np.full((), 0.5, x.type.dtype.to_numpy())))
+        x = gen.add(gen.b.op("core.mul", gen.b.op("core.tanh", x), half))
     if name == "nn.gelu":
         gen.add(gen.b.op(name, x, approximate=gen.one_of(["none", "tanh"])))
         return
@@ -230,13 +249,32 @@ def _unary(gen: _Gen) -> None:
 
 
 def _binary(gen: _Gen) -> None:
-    x = gen.pick(lambda v: v.type.dtype is not DType.bool)
+    x = gen.pick()
     if x is None:
         return
     y = gen.broadcast_partner(x)
-    names = _BINARY_FLOAT if x.type.dtype.is_float else _BINARY_INT
+    dt = x.type.dtype
+    names = _BINARY_FLOAT if dt.is_float else _BINARY_BOOL if dt is DType.bool else _BINARY_INT
     a, b = (x, y) if gen.draw(st.booleans()) else (y, x)
-    gen.add(gen.b.op(gen.one_of(names), a, b))
+    name = gen.one_of(names)
+    if name == "core.pow":  # a positive base: no NaN from fractional powers of negatives
+        one = gen.add(gen.b.op("core.constant", value=np.ones((), dt.to_numpy())))
+        a = gen.add(gen.b.op("core.add", gen.b.op("core.abs", a), one))
+        b = gen.add(gen.b.op("core.tanh", b))
+    gen.add(gen.b.op(name, a, b))
+
+
+def _int_arith(gen: _Gen) -> None:
+    """Integer arithmetic (floor division and modulo by possibly zero divisors: numpy gives 0)."""
+    x = gen.pick(lambda v: v.type.dtype.is_int)
+    if x is None:
+        f = gen.pick(_is_float)
+        if f is None:
+            return
+        four = gen.add(gen.b.op("core.constant", value=np.full((), 4.0, f.type.dtype.to_numpy())))
+        x = gen.add(gen.b.op("core.cast", gen.b.op("core.mul", gen.b.op("core.tanh", f), four), dtype=DType.i32))
+    y = gen.broadcast_partner(x)
+    gen.add(gen.b.op(gen.one_of(_BINARY_INT), x, y))
 
 
 def _compare_where(gen: _Gen) -> None:
@@ -373,9 +411,13 @@ def _reduce(gen: _Gen) -> None:
     x = gen.pick(lambda v: v.type.rank >= 1 and v.type.dtype is not DType.bool)
     if x is None:
         return
-    names = ["core.reduce_sum", "core.reduce_max", "core.reduce_min"]
+    names = ["core.reduce_sum", "core.reduce_max", "core.reduce_min", "core.reduce_prod"]
     if x.type.dtype.is_float:
         names.append("core.reduce_mean")
+    if gen.draw(st.integers(0, 3)) == 0:  # any / all of a comparison
+        zero = gen.add(gen.b.op("core.constant", value=np.zeros((), x.type.dtype.to_numpy())))
+        x = gen.add(gen.b.op("core.gt", x, zero))
+        names = ["core.reduce_any", "core.reduce_all"]
     axes = sorted(gen.draw(st.sets(st.integers(0, x.type.rank - 1), min_size=1)))
     axes = [a - x.type.rank if gen.draw(st.booleans()) else a for a in axes]
     gen.add(gen.b.op(gen.one_of(names), x, axes=axes, keepdim=gen.draw(st.booleans())))
@@ -489,14 +531,189 @@ def _region(gen: _Gen) -> None:
     gen.add(*op.results)
 
 
+def _scan(gen: _Gen) -> None:
+    x = gen.pick(lambda v: v.type.rank >= 1 and v.type.dtype is not DType.bool)
+    if x is None:
+        return
+    axis = gen.draw(st.integers(-x.type.rank, x.type.rank - 1))
+    name = gen.one_of(["core.cumsum", "core.cumsum", "core.cumprod"])
+    if name == "core.cumprod" and x.type.dtype.is_float:  # factors near 1: products stay in range
+        x = gen.add(gen.b.op("core.tanh", x))
+    gen.add(gen.b.op(name, x, axis=axis))
+
+
+def _argmax_topk(gen: _Gen) -> None:
+    x = gen.pick(lambda v: v.type.rank >= 1 and v.type.dtype is not DType.bool)
+    if x is None:
+        return
+    ax = gen.draw(st.integers(0, x.type.rank - 1))
+    axis = ax - x.type.rank if gen.draw(st.booleans()) else ax
+    if gen.draw(st.booleans()):
+        gen.add(gen.b.op("core.argmax", x, axis=axis, keepdim=gen.draw(st.booleans())))
+        return
+    k = gen.draw(st.integers(1, min(3, _min_size(x.type.shape[ax]))))
+    if gen.draw(st.booleans()) and x.type.dtype.is_float:  # ties: equal values order by index
+        x = gen.add(gen.b.op("core.round", x))
+    op = gen.b.create("core.topk", [x], {"k": k, "axis": axis, "largest": gen.draw(st.booleans())})
+    gen.add(*op.results)
+
+
+def _index_values(gen: _Gen, n: int, shape: tuple[int, ...], dtype: DType = DType.i64) -> Value:
+    """Constant indices in [-n, n) (negative ones count from the end)."""
+    arr = gen.rng.integers(-n, n, shape).astype(dtype.to_numpy())
+    return gen.add(gen.b.op("core.constant", value=arr))
+
+
+def _gather_elements(gen: _Gen) -> None:
+    x = gen.pick(lambda v: v.type.rank >= 1 and 0 not in v.type.shape)
+    if x is None:
+        return
+    ax = gen.draw(st.integers(0, x.type.rank - 1))
+    shape = tuple(gen.draw(st.integers(1, min(3, _min_size(d)))) if i != ax else gen.draw(st.integers(1, 4))
+                  for i, d in enumerate(x.type.shape))
+    ids = _index_values(gen, _min_size(x.type.shape[ax]), shape, gen.one_of([DType.i64, DType.i32]))
+    gen.add(gen.b.op("core.gather_elements", x, ids, axis=ax))
+
+
+def _index(gen: _Gen) -> None:
+    x = gen.pick(lambda v: v.type.rank >= 1 and 0 not in v.type.shape)
+    if x is None:
+        return
+    first = gen.draw(st.integers(0, x.type.rank - 1))
+    count = gen.draw(st.integers(1, min(2, x.type.rank - first)))
+    shapes = gen.one_of([[(2,), (2,)], [(2, 1), (3,)], [(), ()], [(3,), ()]])
+    ids = [_index_values(gen, _min_size(x.type.shape[first + i]), shapes[i]) for i in range(count)]
+    gen.add(gen.b.op("core.index", x, *ids, axes=list(range(first, first + count))))
+
+
+def _triangle(gen: _Gen) -> None:
+    x = gen.pick(lambda v: v.type.rank >= 2)
+    if x is None:
+        return
+    gen.add(gen.b.op("core.triangle", x, upper=gen.draw(st.booleans()), diagonal=gen.draw(st.integers(-2, 2))))
+
+
+def _scatter(gen: _Gen) -> None:
+    x = gen.pick(lambda v: v.type.rank >= 1 and 0 not in v.type.shape and v.type.dtype is not DType.bool)
+    if x is None:
+        return
+    reduction = gen.one_of(["none", "add", "mul", "max", "min"])
+    if gen.draw(st.booleans()):
+        ax = gen.draw(st.integers(0, x.type.rank - 1))
+        shape = tuple(gen.draw(st.integers(1, min(3, _min_size(d)))) for d in x.type.shape)
+        ids = _index_values(gen, _min_size(x.type.shape[ax]), shape)
+        upd = gen.leaf_like(shape, x.type.dtype)
+        gen.add(gen.b.op("core.scatter_elements", x, ids, upd, axis=ax, reduction=reduction))
+        return
+    depth = gen.draw(st.integers(1, min(2, x.type.rank)))
+    rows = gen.draw(st.integers(1, 3))
+    cols = [gen.rng.integers(-_min_size(d), _min_size(d), rows) for d in x.type.shape[:depth]]
+    ids = gen.add(gen.b.op("core.constant", value=np.stack(cols, axis=-1).astype(np.int64)))
+    upd = gen.leaf_like((rows, *x.type.shape[depth:]), x.type.dtype)
+    gen.add(gen.b.op("core.scatter_nd", x, ids, upd, reduction=reduction))
+
+
+def _einsum(gen: _Gen) -> None:
+    x = gen.pick(lambda v: v.type.rank >= 1 and v.type.dtype is not DType.bool)
+    if x is None:
+        return
+    r = x.type.rank
+    letters = "abcdefg"[:r]
+    choice = gen.one_of(["contract", "transpose", "sum", "outer"])
+    if choice == "contract" and is_static(x.type.shape[-1]):  # [.., k] x [k, n]
+        w = gen.leaf_like((x.type.shape[-1], gen.one_of([1, 2, 3])), x.type.dtype)
+        gen.add(gen.b.op("core.einsum", x, w, equation=f"...{letters[-1]},{letters[-1]}z->...z"))
+    elif choice == "transpose":
+        gen.add(gen.b.op("core.einsum", x, equation=f"{letters}->{letters[::-1]}"))
+    elif choice == "sum":
+        keep = "".join(c for c in letters if gen.draw(st.booleans()))
+        gen.add(gen.b.op("core.einsum", x, equation=f"{letters}->{keep}"))
+    else:  # an outer product with a small vector
+        w = gen.leaf_like((2,), x.type.dtype)
+        gen.add(gen.b.op("core.einsum", x, w, equation=f"{letters},z->{letters}z"))
+
+
+def _embedding(gen: _Gen) -> None:
+    dtype = gen.one_of(_FLOATS)
+    vocab = gen.one_of([3, 5])
+    table = gen.leaf_like((vocab, gen.one_of([2, 4])), dtype)
+    ids = gen.add(gen.b.op("core.constant", value=gen.rng.integers(0, vocab, gen.one_of([(2,), (2, 3)]))))
+    gen.add(gen.b.op("nn.embedding", table, ids))
+
+
+def _linear(gen: _Gen) -> None:
+    """nn.linear with every epilogue; now and then a chain wide enough (512 x 256) for the
+    packed-weight GEMM of the cpu target (weights of at least PACKED_MIN_ELEMENTS)."""
+    x = gen.pick(lambda v: v.type.dtype is DType.f32 and v.type.rank >= 1 and is_static(v.type.shape[-1]))
+    if x is None:
+        return
+    big = gen.draw(st.integers(0, 3)) == 0
+    for n in ([256, 512] if big else [gen.one_of([1, 3, 6])]):
+        k = int(x.type.shape[-1])  # type: ignore[call-overload]
+        transpose_w = gen.draw(st.booleans())
+        shape = (n, k) if transpose_w else (k, n)
+        w = gen.weight((gen.rng.standard_normal(shape) / np.sqrt(k)).astype(np.float32)) if big else \
+            gen.leaf_like(shape, DType.f32)
+        operands = [x, w]
+        attrs: dict[str, Any] = {"transpose_w": transpose_w,
+                                 "activation": gen.one_of(["none", "gelu", "gelu_tanh", "silu", "relu", "tanh"])}
+        if gen.draw(st.booleans()):
+            operands.append(gen.leaf_like((n,), DType.f32))
+            attrs["bias"] = True
+        if gen.draw(st.booleans()):
+            operands.append(gen.leaf_like((*x.type.shape[:-1], n), DType.f32))
+            attrs["residual"] = True
+        x = gen.add(gen.b.create("nn.linear", operands, attrs).result)
+
+
+def _skip_norm(gen: _Gen) -> None:
+    x = gen.pick(lambda v: _is_float(v) and v.type.rank >= 1 and is_static(v.type.shape[-1]))
+    if x is None:
+        return
+    skip = gen.pick(lambda v: v.type == x.type) or x
+    name = gen.one_of(["nn.skip_layer_norm", "nn.skip_rms_norm"])
+    params: list[Value] = []
+    if gen.draw(st.booleans()):
+        count = gen.draw(st.integers(1, 2 if name == "nn.skip_layer_norm" else 1))
+        params = [gen.leaf_like((x.type.shape[-1],), x.type.dtype) for _ in range(count)]
+    op = gen.b.create(name, [x, skip, *params], {"eps": gen.one_of([1e-5, 1e-6]), "ndim": 1})
+    gen.add(*op.results)
+
+
+def _rope(gen: _Gen) -> None:
+    x = gen.pick(lambda v: _is_float(v) and v.type.rank >= 2 and is_static(v.type.shape[-1])
+                 and int(v.type.shape[-1]) % 2 == 0)  # type: ignore[call-overload]
+    if x is None:
+        return
+    rows = x.type.shape[-2] if is_static(x.type.shape[-2]) and gen.draw(st.booleans()) else 1
+    cos, sin = (gen.leaf_like((rows, x.type.shape[-1]), x.type.dtype) for _ in range(2))
+    gen.add(gen.b.op("nn.rope", x, cos, sin))
+
+
 _STEPS: dict[str, tuple[Callable[[_Gen], None], int]] = {
     "unary": (_unary, 4), "binary": (_binary, 5), "compare_where": (_compare_where, 1), "cast": (_cast, 2),
     "matmul": (_matmul, 3), "reshape": (_reshape, 2), "permute": (_permute, 2), "expand": (_expand, 1),
     "slice": (_slice, 2), "concat": (_concat, 2), "split": (_split, 2), "reduce": (_reduce, 2),
     "softmax": (_softmax, 2), "norm": (_norm, 2), "gather": (_gather, 1), "full": (_full, 1),
     "region": (_region, 1), "arange": (_arange, 1), "attention": (_attention, 1), "duplicate": (_duplicate, 1),
+    "int_arith": (_int_arith, 1), "scan": (_scan, 1), "argmax_topk": (_argmax_topk, 1), "gather_elements": (_gather_elements, 1),
+    "index": (_index, 1), "triangle": (_triangle, 1), "scatter": (_scatter, 1), "einsum": (_einsum, 1),
+    "embedding": (_embedding, 1), "linear": (_linear, 1), "skip_norm": (_skip_norm, 1), "rope": (_rope, 1),
 }
 _STEP_NAMES = [name for name, (_, weight) in _STEPS.items() for _ in range(weight)]
+
+GENERATED_OPS = frozenset({
+    *_SAFE_UNARY, *_POSITIVE_UNARY, *_UNIT_UNARY, *_BINARY_FLOAT, *_BINARY_INT, *_BINARY_BOOL, *_COMPARE,
+    "core.not", "core.where", "core.cast", "core.matmul", "core.reshape", "core.permute", "core.expand",
+    "core.slice", "core.concat", "core.split", "nn.softmax", "nn.layer_norm", "nn.rms_norm", "core.gather",
+    "core.full", "fused.region", "core.arange", "nn.attention", "core.constant", "core.weight",
+    *(f"core.reduce_{k}" for k in ("sum", "mean", "max", "min", "prod", "any", "all")),
+    "core.cumsum", "core.cumprod", "core.argmax", "core.topk", "core.gather_elements", "core.index",
+    "core.triangle", "core.scatter_elements", "core.scatter_nd", "core.einsum", "nn.embedding", "nn.linear",
+    "nn.skip_layer_norm", "nn.skip_rms_norm", "nn.rope",
+})
+"""Every op ``modules()`` can generate (``test_cpu_matches_reference`` checks that this covers
+the op registry and that a few hundred draws produce each of them)."""
 
 
 @st.composite

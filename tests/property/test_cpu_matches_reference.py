@@ -22,8 +22,17 @@ from hypothesis import strategies as st
 
 from optllm.backends.cpu import CpuExecutable, CpuLoweringError
 from optllm.ir import DType, Graph, Module, parse_module, print_module
+from optllm.ir.ops import all_opdefs, op_source
 from optllm.passes.manager import PassManager
-from tests.property.graphs import assert_outputs_close, envs, modules, random_inputs, run_reference, tolerance
+from tests.property.graphs import (
+    GENERATED_OPS,
+    assert_outputs_close,
+    envs,
+    modules,
+    random_inputs,
+    run_reference,
+    tolerance,
+)
 
 UNSUPPORTED: tuple[tuple[str, str, str], ...] = (
     # (op, a pattern only its CpuLoweringError message matches, why the cpu target does not lower it yet)
@@ -31,8 +40,6 @@ UNSUPPORTED: tuple[tuple[str, str, str], ...] = (
      "attention in f16/f64: the attention template multiplies through the f32 sgemm primitive"),
     ("nn.linear", r"the GEMM template supports f32 only",
      "nn.linear in f16/f64 (made by the fuse pass from a non-f32 matmul): f32 GEMM template only"),
-    ("fused.region", r"a non-uniform constant inside a fused region has no cpu lowering",
-     "a fused region whose body holds a non-splat core.constant (pulled in by the fuse pass)"),
 )
 """The known gaps of the cpu target: a ``CpuLoweringError`` matching one of these makes an
 example irrelevant rather than a failure. Keep the list short and explicit; any other
@@ -127,6 +134,29 @@ def test_cpu_matches_reference_after_default_pipeline(m: Module, env: dict[str, 
     PassManager("default").run(m)  # verifies after every pass
     exe = _compile(m, f"\noptimized from:\n{print_module(original)}")
     _run(exe, original, env, seed, f"cpu(default pipeline) != reference; optimized:\n{print_module(m)}\noriginal")
+
+
+def test_the_generator_covers_the_op_registry() -> None:
+    """Every op the built-in dialects declare is in ``GENERATED_OPS``, and a few hundred
+    (derandomized) draws of ``modules()`` do generate each of them."""
+    registry = {n for n in all_opdefs() if op_source(n).startswith("optllm.ir.dialects.")}
+    assert not registry - GENERATED_OPS, f"ops the random graphs never build: {sorted(registry - GENERATED_OPS)}"
+    seen: set[str] = set()
+
+    def walk(graph: Graph) -> None:
+        for op in graph:
+            seen.add(op.name)
+            for body in op.regions:
+                walk(body)
+
+    @settings(max_examples=600, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(m=modules())
+    def draw(m: Module) -> None:
+        walk(m.main)
+
+    draw()
+    assert not GENERATED_OPS - seen, f"listed but not generated in 600 draws: {sorted(GENERATED_OPS - seen)}"
 
 
 def test_no_storage_is_planned_in_place_of_a_graph_output() -> None:

@@ -13,7 +13,6 @@ strides allow::
 
 from __future__ import annotations
 
-
 from optllm.backends.cpu.lower import CpuLoweringError, Lowering, _op_text, handler
 from optllm.backends.kernels.kir import ScalarType
 from optllm.backends.kernels.templates.scan import argmax_kernel, scan_kernel, topk_kernel

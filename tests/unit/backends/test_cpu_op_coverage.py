@@ -79,6 +79,13 @@ def _region(b: Builder, xs: list[Value], m: Module) -> list[Value]:
                          result_types=[xs[0].type]).results)
 
 
+def _reduce_sample(kind: str) -> Sample:
+    logical = kind in ("any", "all")
+    x = _f(3, 4)
+    return ([_t((B, S), BOOL if logical else F32)],
+            lambda b, xs, m: [b.op(f"core.reduce_{kind}", xs[0], axes=[1])], [x > 0 if logical else x])
+
+
 SAMPLES: dict[str, Sample] = {
     "core.arange": ([_t((B, S))], lambda b, xs, m: [b.op("core.arange", start=1, end=S, step=2, dtype=F32)], [_f(2, 7)]),
     "core.argmax": ([_t((B, S))], lambda b, xs, m: [b.op("core.argmax", xs[0], axis=-1)], [_f(3, 6)]),
@@ -143,10 +150,7 @@ SAMPLES: dict[str, Sample] = {
                          lambda b, xs, m: list(b.create("nn.skip_rms_norm", xs, {"eps": 1e-5, "ndim": 1}).results),
                          [_f(3, 6), _f(3, 6)]),
     "nn.softmax": ([_t((B, S))], lambda b, xs, m: [b.op("nn.softmax", xs[0], axis=0, log=True)], [_f(3, 4)]),
-    **{f"core.reduce_{k}": ([_t((B, S), BOOL if k in ("any", "all") else F32)],
-                            (lambda k: lambda b, xs, m: [b.op(f"core.reduce_{k}", xs[0], axes=[1])])(k),
-                            [_f(3, 4) > 0 if k in ("any", "all") else _f(3, 4)])
-       for k in ("sum", "mean", "max", "min", "prod", "any", "all")},
+    **{f"core.reduce_{k}": _reduce_sample(k) for k in ("sum", "mean", "max", "min", "prod", "any", "all")},
 }
 
 

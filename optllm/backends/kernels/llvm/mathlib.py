@@ -41,6 +41,7 @@ beyond; sin/cos for |x| <= 1e5. "near 0": 1e-38 (f32) / 1e-300 (f64) <= x <= 0.1
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
@@ -470,7 +471,7 @@ def _atanh(d: _M, x: ir.Value) -> ir.Value:
 _BODIES: dict[str, Callable[[_M, ir.Value], ir.Value]] = {
     "exp": _exp, "log": _log, "tanh": _tanh, "sigmoid": _sigmoid, "erf": _erf,
     "sin": lambda m, x: _sincos(m, x, 0), "cos": lambda m, x: _sincos(m, x, 1),
-    **{name: (lambda fn: lambda m, x: _in_f64(m, x, fn))(fn) for name, fn in (
+    **{name: functools.partial(_in_f64, body=fn) for name, fn in (
         ("tan", _tan), ("asin", _asin), ("acos", _acos), ("atan", _atan), ("sinh", _sinh), ("cosh", _cosh),
         ("asinh", _asinh), ("acosh", _acosh), ("atanh", _atanh))},
 }

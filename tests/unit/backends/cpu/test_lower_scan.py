@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from optllm.backends.cpu import CpuExecutable
 from optllm.runtime.executor import RuntimeFault
 from tests.unit.backends.cpu.test_cpu_lowering import _module
 from tests.unit.backends.cpu.test_lower_core import _check, _steps
@@ -85,8 +84,8 @@ def test_argmax_axes_keepdim_ties_and_nan(axis: int, keepdim: bool) -> None:
 @pytest.mark.parametrize("dtype", ["i64", "i32", "bool", "f16"])
 def test_argmax_other_types(dtype: str) -> None:
     np_dtype = {"i64": "int64", "i32": "int32", "bool": "bool", "f16": "float16"}[dtype]
-    m = _module(f"""\
-        %0 = core.argmax %x {{axis = 1}} : i64[B]
+    m = _module("""\
+        %0 = core.argmax %x {axis = 1} : i64[B]
         return %0
         """, f"%x: {dtype}[B,S]", "i64[B]")
     _check(m, [_data(np_dtype, (5, 9))])
