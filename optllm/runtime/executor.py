@@ -99,7 +99,7 @@ class BoundProgram:
             code = int(self.err[0])
             self.err[0] = 0
             op = prog.steps[code - 1].op
-            raise RuntimeFault(f"index out of range in a gather\n  while executing {print_op_line(op)}")
+            raise RuntimeFault(f"index out of range (gather, scatter or topk)\n  while executing {print_op_line(op)}")
         outs = []
         for view in prog.outputs:
             outs.append(self._materialize(view, out_arrays, keep))
