@@ -28,8 +28,7 @@ import numpy as np
 from optllm.backends.kernels.kir import I64, Binary, Cast, Const, Expr, Kernel, ScalarType
 from optllm.backends.kernels.templates.elementwise import ElementContext, Operand, Table, elementwise_kernel
 from optllm.backends.kernels.templates.gemm import gemm_blocks, linear_kernel
-from optllm.backends.kernels.templates.scalar import RULES as SCALAR_RULES
-from optllm.backends.kernels.templates.scalar import scalar_rule
+from optllm.backends.kernels.templates.scalar import has_scalar_rule, scalar_rule
 from optllm.backends.support import Support
 from optllm.ir.diagnostics import OptllmError
 from optllm.ir.graph import Graph, Module
@@ -401,7 +400,7 @@ def supports(op: str | Operation) -> Support:
             return Support(False, str(e.args[0]))
         if Trait.ELEMENTWISE not in opdef.traits:
             return Support(False, f"the cpu target has no kernel for {name} yet")
-        if name not in SCALAR_RULES:
+        if not has_scalar_rule(name):
             return Support(False, f"the cpu target has no scalar kernel rule for the elementwise op {name} yet")
     if isinstance(op, Operation) and op.regions:
         kind = op.attrs.get("kind", "generic")

@@ -121,11 +121,18 @@ class KIRError(ValueError):
 
 # --- expressions ---------------------------------------------------------------------------
 
-UNARY_OPS = frozenset({
-    "neg", "abs", "exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sigmoid", "sin", "cos",
-    "floor", "ceil", "round", "reciprocal", "not", "sign", "isnan", "isinf",
-    "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh",
+MATH_FUNCTIONS = frozenset({
+    "exp", "log", "tanh", "erf", "sigmoid", "sin", "cos", "tan", "asin", "acos", "atan",
+    "sinh", "cosh", "asinh", "acosh", "atanh",
 })
+"""The transcendental functions, defined on floating operands only, which every printer takes
+from its math library (``llvm/mathlib.py`` for the LLVM printer). The one list of them: the
+verifier, the LLVM scalar printer and the math library read it, and the IR's unary ops name
+theirs through ``OpDef.scalar`` (so the kernel templates' rules come from the declarations)."""
+
+UNARY_OPS = frozenset({
+    "neg", "abs", "sqrt", "rsqrt", "floor", "ceil", "round", "reciprocal", "not", "sign", "isnan", "isinf",
+}) | MATH_FUNCTIONS
 """Unary ops. ``round`` is half-to-even; ``not`` is logical on BOOL, bitwise on ints;
 ``isnan``/``isinf`` yield BOOL."""
 

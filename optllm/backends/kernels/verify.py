@@ -46,8 +46,7 @@ from optllm.backends.kernels.kir import (
     Var,
 )
 
-FLOAT_ONLY_UNARY = frozenset({"exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sigmoid", "sin", "cos", "tan",
-                              "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh"})
+FLOAT_ONLY_UNARY = kir.MATH_FUNCTIONS | {"sqrt", "rsqrt"}
 NOT_FLOAT_BINARY = frozenset({"and", "or", "xor"})
 
 _SGEMM_TYPES = {"alpha": F32, "beta": F32}

@@ -66,11 +66,14 @@ class Weight(OpDef):
 
 # -- elementwise ----------------------------------------------------------------------------------
 class Unary(OpDef):
-    """Elementwise ``y = f(x)``, same type in and out."""
+    """Elementwise ``y = f(x)``, same type in and out. ``scalar`` names the kernel IR function
+    computing one element (``optllm.backends.kernels.kir.UNARY_OPS``; the op's own suffix for
+    every op declared with ``_unary``): the kernel templates derive their rules from it."""
 
     operands = ("x",)
     traits = EW
     float_only: ClassVar[bool] = True
+    scalar: ClassVar[str] = ""
 
     def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
         if self.float_only:
@@ -86,7 +89,7 @@ class Unary(OpDef):
 
 def _unary(op_name: str, fn: Any, doc: str, float_only: bool = True) -> type[Unary]:
     cls = type(op_name.split(".")[1].title().replace("_", ""), (Unary,), {
-        "name": op_name, "__doc__": doc, "float_only": float_only,
+        "name": op_name, "__doc__": doc, "float_only": float_only, "scalar": op_name.split(".")[1],
         "compute": lambda self, x: fn(x), "__module__": __name__,
     })
     return register_op(cls)  # type: ignore[return-value]
@@ -126,6 +129,7 @@ class Not(Unary):
 
     name = "core.not"
     float_only = False
+    scalar = "not"
 
     def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
         if types[0].dtype is not DType.bool:
@@ -143,6 +147,7 @@ class Binary(OpDef):
     traits = EW
     result_bool: ClassVar[bool] = False
     allowed: ClassVar[str] = "any"  # "any", "float", "bool", "int"
+    scalar: ClassVar[str] = ""  # the kernel IR function (kir.BINARY_OPS), as for Unary
 
     def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
         dt = same_dtype(types, f"{self.name} operands")
@@ -164,9 +169,10 @@ class Binary(OpDef):
 
 
 def _binary(op_name: str, fn: Any, doc: str, traits: frozenset[Trait] = EW, allowed: str = "any",
-            result_bool: bool = False) -> None:
+            result_bool: bool = False, scalar: str = "") -> None:
     cls = type(op_name.split(".")[1].title().replace("_", ""), (Binary,), {
         "name": op_name, "__doc__": doc, "traits": traits, "allowed": allowed,
+        "scalar": scalar or op_name.split(".")[1],
         "result_bool": result_bool, "compute": lambda self, x, y: fn(x, y), "__module__": __name__,
     })
     register_op(cls)
@@ -189,7 +195,7 @@ _binary("core.min", np.minimum, "``%2 = core.min %0, %1 : f32[N]`` — min(x, y)
 _binary("core.and", np.logical_and, "``%2 = core.and %0, %1 : bool[N]`` — x and y.", EWC, "bool")
 _binary("core.or", np.logical_or, "``%2 = core.or %0, %1 : bool[N]`` — x or y.", EWC, "bool")
 _binary("core.xor", np.logical_xor, "``%2 = core.xor %0, %1 : bool[N]`` — x xor y.", EWC, "bool")
-_binary("core.bitand", np.bitwise_and, "``%2 = core.bitand %0, %1 : i64[N]`` — x & y.", EWC, "int")
+_binary("core.bitand", np.bitwise_and, "``%2 = core.bitand %0, %1 : i64[N]`` — x & y.", EWC, "int", scalar="and")
 _binary("core.eq", np.equal, "``%2 = core.eq %0, %1 : bool[N]`` — x == y.", EWC, result_bool=True)
 _binary("core.ne", np.not_equal, "``%2 = core.ne %0, %1 : bool[N]`` — x != y.", EWC, result_bool=True)
 _binary("core.lt", np.less, "``%2 = core.lt %0, %1 : bool[N]`` — x < y.", result_bool=True)

@@ -204,3 +204,18 @@ def test_supports_gives_the_reason_and_the_lowering_error_quotes_it() -> None:
     assert not no and "unknown op 'nosuch.op'" in no.reason
     cuda = TARGETS["a100"].supports("core.add")
     assert not cuda and "not implemented yet" in cuda.reason
+
+
+def test_one_function_ops_name_a_kernel_function_and_get_their_rule_from_it() -> None:
+    """``core.Unary`` / ``core.Binary`` ops declare their kernel IR function (``scalar``); the
+    elementwise template's rules are derived from that, not from a second list."""
+    from optllm.backends.kernels.kir import BINARY_OPS, UNARY_OPS
+    from optllm.backends.kernels.templates.scalar import RULES
+
+    for name, opdef in all_opdefs().items():
+        if isinstance(opdef, core.Unary):
+            assert opdef.scalar in UNARY_OPS, f"{name} names {opdef.scalar!r}, not a kir unary op"
+            assert name in RULES
+        elif isinstance(opdef, core.Binary):
+            assert opdef.scalar in BINARY_OPS, f"{name} names {opdef.scalar!r}, not a kir binary op"
+            assert name in RULES

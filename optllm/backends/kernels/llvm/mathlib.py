@@ -48,8 +48,9 @@ from typing import TypeAlias
 
 import llvmlite.ir as ir
 
-FUNCTIONS = frozenset({"exp", "log", "tanh", "erf", "sigmoid", "sin", "cos", "tan", "asin", "acos", "atan",
-                       "sinh", "cosh", "asinh", "acosh", "atanh"})
+from optllm.backends.kernels.kir import MATH_FUNCTIONS
+
+FUNCTIONS = MATH_FUNCTIONS  # every one has a body in _BODIES (checked by test_llvm_mathlib_trig.py)
 
 _F32, _F64 = ir.FloatType(), ir.DoubleType()
 

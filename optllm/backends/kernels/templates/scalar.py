@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from optllm.backends.kernels.kir import (
+    BINARY_OPS,
+    UNARY_OPS,
     Binary,
     Cast,
     Const,
@@ -81,28 +83,52 @@ def _cast(a: Sequence[Expr], attrs: Mapping[str, Any], t: ScalarType) -> Expr:
     return a[0] if a[0].type == t else Cast(a[0], t)
 
 
+def _declared_rule(op_name: str) -> Rule | None:
+    """The rule of a one-function op, from its declaration: a ``core.Unary`` / ``core.Binary``
+    op names its kernel IR function in ``scalar`` (plugins' subclasses included)."""
+    from optllm.ir.dialects import core
+    from optllm.ir.ops import get_opdef
+
+    try:
+        opdef = get_opdef(op_name)
+    except KeyError:
+        return None
+    fn = getattr(opdef, "scalar", "")
+    if isinstance(opdef, core.Unary) and fn in UNARY_OPS:
+        return _unary(fn)
+    if isinstance(opdef, core.Binary) and fn in BINARY_OPS:
+        return _binary(fn)
+    return None
+
+
+def _declared_rules() -> dict[str, Rule]:
+    from optllm.ir.ops import all_opdefs
+
+    rules = {name: _declared_rule(name) for name in all_opdefs()}
+    return {name: rule for name, rule in rules.items() if rule is not None}
+
+
 RULES: dict[str, Rule] = {
-    **{f"core.{n}": _unary(n) for n in ("neg", "abs", "exp", "log", "sqrt", "rsqrt", "reciprocal",
-                                        "tanh", "erf", "sigmoid", "sin", "cos", "floor", "ceil",
-                                        "round", "not", "tan", "asin", "acos", "atan", "sinh", "cosh",
-                                        "asinh", "acosh", "atanh")},
-    **{f"core.{n}": _binary(n) for n in ("add", "sub", "mul", "div", "floordiv", "mod", "pow",
-                                         "max", "min", "and", "or", "xor", "eq", "ne", "lt", "le",
-                                         "gt", "ge")},
-    "core.bitand": _binary("and"),
+    **_declared_rules(),
     "core.where": _where,
     "core.cast": _cast,
     "nn.gelu": lambda a, attrs, t: gelu(a[0], attrs.get("approximate", "none")),
     "nn.silu": lambda a, attrs, t: silu(a[0]),
     "nn.relu": lambda a, attrs, t: relu(a[0]),
 }
+"""The rules of the built-in elementwise ops: the one-function ops from their declarations
+(``OpDef.scalar``), the composite ones written here."""
+
+
+def has_scalar_rule(op_name: str) -> bool:
+    return op_name in RULES or _declared_rule(op_name) is not None
 
 
 def scalar_rule(op_name: str) -> Rule:
     """The scalar rule of an elementwise IR op; a clear error for ops no kernel implements yet."""
-    try:
-        return RULES[op_name]
-    except KeyError:
+    rule = RULES.get(op_name) or _declared_rule(op_name)
+    if rule is None:
         raise KIRError(f"{op_name} has no scalar kernel rule yet (elementwise ops with one: "
-                       f"{', '.join(sorted(RULES))})") from None
+                       f"{', '.join(sorted(RULES))})")
+    return rule
 

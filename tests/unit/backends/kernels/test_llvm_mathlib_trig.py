@@ -83,3 +83,10 @@ def test_loops_vectorise_without_libm_calls(op: str) -> None:
     assert re.search(r"<\d+ x (float|double)>", text), f"{op} loop did not vectorise"
     calls = set(re.findall(r"call [^@]*@([\w.]+)\(", text))
     assert all(c.startswith("llvm.") for c in calls), f"{op} calls {calls}"
+
+
+def test_the_math_library_defines_every_kir_math_function() -> None:
+    from optllm.backends.kernels.kir import MATH_FUNCTIONS
+    from optllm.backends.kernels.llvm import mathlib
+
+    assert set(mathlib._BODIES) == set(MATH_FUNCTIONS)
