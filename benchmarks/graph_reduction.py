@@ -244,13 +244,13 @@ def gpt2_shaped(n_layer: int, batch: int, seq: int) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from optllm.frontends.fx import import_torch
-    from optllm.frontends.zoo import example_kwargs, set_attn_implementation
+    from optllm.frontends.zoo import set_attn_implementation
+    from optllm.testing.model_matrix import benchmark_inputs
 
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=n_layer)).eval()
+    model = GPT2LMHeadModel(GPT2Config(n_layer=n_layer)).eval()  # use_cache left at its default
     set_attn_implementation(model, "sdpa")
-    model.config.use_cache = False
-    return import_torch(model, example_kwargs(model, batch, seq)).module
+    return import_torch(model, benchmark_inputs(model, batch, seq)).module
 
 
 def time_pipeline(module: Any, pipeline: str, repeats: int) -> dict[str, Any]:
@@ -301,9 +301,11 @@ class Row:
 def measure_model(name: str, attns: Sequence[str], args: argparse.Namespace, workdir: Path) -> list[Row]:
     """All rows of one model; the model is built once and switched between attention kinds."""
     from optllm.frontends.fx import import_torch
-    from optllm.frontends.zoo import load_model, set_attn_implementation
+    from optllm.frontends.zoo import set_attn_implementation
+    from optllm.testing.model_matrix import benchmark_inputs, benchmark_model
 
-    model, kwargs = load_model(name, attn_implementation=attns[0], batch=args.batch, seq=args.seq)
+    model = benchmark_model(name)  # straight from transformers, default config
+    kwargs = benchmark_inputs(model, args.batch, args.seq)  # input_ids, attention_mask
     rows = []
     for attn in attns:
         row = Row(name, attn)

@@ -6,7 +6,9 @@
 
 One run, one table, one line per row x runtime. Rows (``--rows``, ``model:BATCHxSEQ``):
 all-MiniLM-L6-v2 (real weights) at batch 1 and 8, GPT-2 (12 layers) and the small Llama, each at
-sequence 128. Runtimes, all on the same inputs (``optllm.frontends.zoo.example_kwargs``):
+sequence 128, built straight from ``transformers`` with their default configs
+(``optllm.testing.model_matrix.benchmark_model``). Runtimes, all on the same inputs
+(``input_ids`` and ``attention_mask``, ``model_matrix.benchmark_inputs``):
 
 * **optllm**: ``optllm.compile(model, kwargs, target=--target)`` called like the torch model.
   While the ``cpu`` target is not built its cells say ``error: ...``; everything else still runs.
@@ -397,11 +399,14 @@ def parse_rows(text: str) -> list[tuple[str, int, int]]:
 def measure_model(name: str, shapes: Sequence[tuple[int, int]], args: argparse.Namespace, workdir: Path,
                   onnx: dict[str, Any]) -> list[Row]:
     """Every row of one model: built once, exported (and ORT-optimized) once (its times into ``onnx``)."""
-    from optllm.frontends.zoo import example_kwargs, load_model
+    from optllm.frontends.zoo import set_attn_implementation
+    from optllm.testing.model_matrix import benchmark_inputs, benchmark_model
 
     rows = [Row(name, b, s) for b, s in shapes]
     try:
-        model, kwargs = load_model(name, attn_implementation=args.attn, batch=shapes[0][0], seq=shapes[0][1])
+        model = benchmark_model(name)  # straight from transformers, default config (use_cache kept)
+        set_attn_implementation(model, args.attn)
+        kwargs = benchmark_inputs(model, *shapes[0])
         log.info("%s: ONNX export and ORT optimize_model", name)
         files = OnnxFiles(name, model, kwargs, workdir, args.attn)
         onnx[name] = {"export_s": files.export_s, "optimize_s": files.optimize_s, "ort_model_type":
@@ -414,7 +419,7 @@ def measure_model(name: str, shapes: Sequence[tuple[int, int]], args: argparse.N
         return rows
     for row in rows:
         try:
-            measure_row(row, model, example_kwargs(model, row.batch, row.seq), files, args)
+            measure_row(row, model, benchmark_inputs(model, row.batch, row.seq), files, args)
         except Exception as e:  # one broken row must not hide the others' numbers
             log.exception("%s %dx%d failed", name, row.batch, row.seq)
             row.failure = _error_text(e)

@@ -1,4 +1,9 @@
-"""Built-in models for tests, demos and ``opt-llm import NAME``.
+"""Built-in models for ``opt-llm import NAME`` and older tests: a convenience, not the only path.
+
+Users (and the demo, the benchmarks and the model tests) build models straight from
+``transformers`` and call ``optllm.compile(model, (input_ids, ...))``; see
+``optllm.testing.model_matrix``. ``load_model`` still switches ``use_cache`` off and its
+examples carry token type ids, which is what hid issue 9's gaps: do not test through it alone.
 
     model, kwargs = load_model("gpt2", attn_implementation="eager", batch=2, seq=16)
     imported = import_torch(model, kwargs)
@@ -189,11 +194,14 @@ def export_onnx(model: Any, kwargs: dict[str, Any], path: Any) -> None:
     """Export a built-in HF model to ONNX the way the benchmarks and tests compare against
     onnxruntime: the legacy TorchScript exporter (``dynamo=False``), opset 17, constant
     folding, dynamic axes ``B`` and ``S`` on every input, every tensor output kept."""
+    import inspect
     import warnings
 
     import torch
 
     names = list(kwargs)
+    # A causal LM left at use_cache=True would trace its DynamicCache; ONNX gets no cache either.
+    extra = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
 
     class Positional(torch.nn.Module):
         def __init__(self, inner: Any) -> None:
@@ -201,7 +209,7 @@ def export_onnx(model: Any, kwargs: dict[str, Any], path: Any) -> None:
             self.inner = inner
 
         def forward(self, *args: Any) -> Any:
-            out = self.inner(**dict(zip(names, args)))
+            out = self.inner(**dict(zip(names, args)), **extra)
             return tuple(v for v in out.to_tuple() if isinstance(v, torch.Tensor))
 
     with torch.no_grad(), warnings.catch_warnings():
