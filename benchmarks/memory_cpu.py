@@ -11,7 +11,8 @@ random weights from ``transformers`` with the config's defaults, or the real Min
 every column pays for torch and the user's model alike:
 
 * **baseline**: torch + model + example inputs, nothing else (what every other column starts
-  from);
+  from); every weight is read once (``read_weights``: MiniLM's ``from_pretrained`` maps its file,
+  and unread pages are not resident; ``--lazy-weights`` skips this);
 * **optllm**: ``optllm.compile(model, example, target="cpu")``, then one call;
 * **onnxruntime**: an ``InferenceSession`` (default options) on a file ``torch.onnx.export``
   (legacy exporter, ``dynamo=False``, opset 17) wrote beforehand in yet another subprocess, then
@@ -106,6 +107,18 @@ def example(model: Any, name: str, batch: int, seq: int) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": torch.ones(batch, seq, dtype=torch.int64)}
 
 
+def read_weights(model: Any) -> None:
+    """Read every parameter and buffer once, as the user's first forward would: ``from_pretrained``
+    maps the safetensors file, and its pages become resident only when read, so without this a
+    runtime that reads the user's weights (optllm shares them) would be charged for the model's
+    own pages while one that reads a file of its own (onnxruntime) would not."""
+    import torch
+
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            t.sum()
+
+
 def output_names(name: str) -> list[str]:
     return ["last_hidden_state", "pooler_output"] if name == "minilm" else ["logits"]
 
@@ -117,6 +130,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     model = build_model(args.model, args.llama, args.use_cache)
     kwargs = example(model, args.model, args.batch, args.seq)
+    if not args.lazy_weights:
+        read_weights(model)
     if args.child == "export":
         return export(model, kwargs, args.model, Path(args.onnx))
     if args.child == "compile-peak":
@@ -214,9 +229,10 @@ def run_child(argv: list[str], timeout: float) -> dict[str, Any]:
 
 # -- the parent ----------------------------------------------------------------------------------------
 def measure(models: list[str], batch: int, seq: int, threads: int, timeout: float, use_cache: bool,
-            file: TextIO, runtimes: tuple[str, ...] = RUNTIMES) -> list[dict[str, Any]]:
+            file: TextIO, runtimes: tuple[str, ...] = RUNTIMES, lazy_weights: bool = False) -> list[dict[str, Any]]:
     rows = []
     common = ["--batch", str(batch), "--seq", str(seq), "--threads", str(threads)] + (["--use-cache"] if use_cache else [])
+    common += ["--lazy-weights"] if lazy_weights else []
     for name in models:
         row: dict[str, Any] = {"model": name}
         with tempfile.TemporaryDirectory() as tmp:
@@ -232,7 +248,8 @@ def measure(models: list[str], batch: int, seq: int, threads: int, timeout: floa
                 row[rt] = run_child(["--child", rt, "--model", name, "--onnx", onnx, *common], timeout)
         rows.append(row)
     print(f"resident memory after the first call, batch {batch}, seq {seq}, {threads} thread(s); MiB "
-          "(VmRSS of a fresh process holding torch and the model first)", file=file)
+          "(VmRSS of a fresh process holding torch and the model first, its weights "
+          f"{'as from_pretrained maps them (--lazy-weights)' if lazy_weights else 'read once'})", file=file)
     print(f"{'model':<8} {'baseline':>9} {'optllm':>9} {'onnxruntime':>12} {'ratio':>6}  "
           f"{'optllm-base':>11} {'ort-base':>9}", file=file)
     for row in rows:
@@ -296,6 +313,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--targets", default="reference,cpu", help="compile-peak targets")
     p.add_argument("--layers-scan", default="", help="compile-peak at these layer counts (e.g. 8,16)")
     p.add_argument("--runtimes", default=",".join(RUNTIMES), help="a subset of: " + ", ".join(RUNTIMES))
+    p.add_argument("--lazy-weights", action="store_true",
+                   help="do not read the model's weights before measuring (see read_weights)")
     p.add_argument("--use-cache", action="store_true", help="keep the causal LMs' default use_cache=True")
     p.add_argument("--json", help="write the rows here")
     # internal: one measurement in this process
@@ -317,7 +336,7 @@ def main(argv: list[str] | None = None, file: TextIO = sys.stdout) -> list[dict[
         rows = measure_compile_peak(args.llama, args.targets.split(","), scan, args.timeout, file)
     else:
         rows = measure([m.strip() for m in args.models.split(",") if m.strip()], args.batch, args.seq, args.threads,
-                       args.timeout, args.use_cache, file, tuple(args.runtimes.split(",")))
+                       args.timeout, args.use_cache, file, tuple(args.runtimes.split(",")), args.lazy_weights)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2, default=str) + "\n")
     return rows

@@ -24,6 +24,9 @@ from optllm.ir.symbolic import Dim, SymExpr
 log = logging.getLogger(__name__)
 
 # Keyword arguments that say where a tensor lives, never what it holds.
+SPILL_BYTES = 1 << 20
+"""Weights passes derive from an imported model's (which stay in the user's memory) and that are
+at least this large live in mapped files (``ConstantTable.spill_bytes``)."""
 IGNORED_KWARGS = frozenset({"layout", "device", "pin_memory", "memory_format", "non_blocking", "requires_grad"})
 
 
@@ -184,7 +187,11 @@ class Lowering:
             return self.b.op("core.constant", value=Dense.from_array(arr), loc=owner)
         # Identical tensors are stored once; each parameter still gets its own op (and loc),
         # which CSE merges when a pipeline wants that.
-        stored = self.module.constants.add(arr, lazy.target)
+        table = self.module.constants
+        # the weights are views of the user's parameters (tensor_to_numpy): weights derived
+        # from them later (folds, merged projections) go to mapped files, not the heap
+        table.spill_bytes = SPILL_BYTES
+        stored = table.add(arr, lazy.target)
         ttype = TensorType(tuple(int(d) for d in arr.shape), DType.from_numpy(arr.dtype))
         return self.b.create("core.weight", [], {"name": stored}, loc=owner, result_types=[ttype]).result
 

@@ -145,6 +145,11 @@ class ConstantTable:
         # so adding N distinct weights hashes none of them in full.
         self._by_fingerprint: dict[bytes, list[str]] = {}
         self.source: str | None = None  # the file the lazy entries come from
+        # When set, a new entry of at least this many bytes whose memory the table owns is
+        # moved to a mapped file at once (``spill``): set by importers whose weights stay in the
+        # user's memory, so that weights passes derive (merged projections, folded scales)
+        # do not accumulate on the heap while a large model compiles.
+        self.spill_bytes: int | None = None
 
     def __contains__(self, name: object) -> bool:
         return name in self._types
@@ -220,6 +225,8 @@ class ConstantTable:
         if key is not None:
             self._by_hash[key] = name
             self._digests[name] = key
+        if self.spill_bytes is not None and arr.nbytes >= self.spill_bytes:
+            self.spill(name)
         return name
 
     def add_lazy(self, name: str, type: TensorType, loader: Callable[[], np.ndarray]) -> None:

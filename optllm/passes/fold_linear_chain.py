@@ -44,6 +44,8 @@ class Weights:
         self.tied = _tied_constants(module)
 
     def array(self, v: Value) -> np.ndarray | None:
+        """A float64 copy of the constant ``v`` (always a fresh array: patterns may scale it in
+        place, so a fold holds one float64 copy of a weight, not two)."""
         arr = constant_array(self.module, v)
         return None if arr is None else arr.astype(np.float64)
 
@@ -64,7 +66,9 @@ class Weights:
 
     def add(self, rewriter: Rewriter, before: Operation, arr: np.ndarray, hint: str, like: TensorType) -> Value:
         """A ``core.weight`` for ``arr`` (cast to ``like``'s dtype) created before ``before``."""
-        name = self.module.constants.add(arr.astype(like.dtype.to_numpy(), copy=False), hint)
+        # one conversion straight to C order (astype keeps a transposed view's F order, and the
+        # table would then copy it again)
+        name = self.module.constants.add(np.ascontiguousarray(arr, dtype=like.dtype.to_numpy()), hint)
         return rewriter.create(before, "core.weight", [], {"name": name},
                                result_types=[self.module.constants.type_of(name)]).result
 
@@ -264,7 +268,8 @@ class ScaleInput(FoldPattern):
             arr = self.w.array(c)
             vec = None if arr is None else channel_vector(arr, op.result.type)
             if vec is not None and x.type == op.result.type:
-                return Match(op, x=x, readers=[(u, vec[:, None] * w, b) for u, w, b in readers])
+                # w is this fold's own float64 copy: scale it in place
+                return Match(op, x=x, readers=[(u, np.multiply(w, vec[:, None], out=w), b) for u, w, b in readers])
         return "no operand is a constant per-channel scale of the other"
 
     def rewrite(self, match: Match, rewriter: Rewriter) -> None:
@@ -293,7 +298,7 @@ class NormAffine(FoldPattern):
         for u, w, b in readers:
             shift = None if beta is None else beta @ w
             bias = shift if b is None else b if shift is None else b + shift
-            folded.append((u, gamma[:, None] * w, bias))
+            folded.append((u, np.multiply(w, gamma[:, None], out=w), bias))  # after beta @ w; w is our copy
         return Match(op, readers=folded)
 
     def rewrite(self, match: Match, rewriter: Rewriter) -> None:

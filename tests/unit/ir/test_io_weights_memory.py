@@ -180,3 +180,24 @@ def test_cpu_packed_weight_replaces_its_heap_source(tmp_path: Path) -> None:
     save_module(m, tmp_path / "m.oir")
     reloaded = load_module(tmp_path / "m.oir")
     np.testing.assert_allclose(CpuExecutable(reloaded).run([x])[0], want[0], rtol=1e-4, atol=1e-4)
+
+
+def test_spill_bytes_moves_large_new_entries_to_mapped_files() -> None:
+    t = ConstantTable()
+    t.spill_bytes = 4096
+    big = t.add(RNG.standard_normal(2048).astype(np.float32), "big")  # 8 kB, ours
+    small = t.add(RNG.standard_normal(16).astype(np.float32), "small")
+    assert not t.owns_memory(big) and isinstance(_base(t[big]), mmap.mmap)
+    assert t.owns_memory(small)
+    twin = t.add(np.array(t[big]), "twin")  # dedup still finds the mapped entry
+    assert twin == big
+    assert t.copy().spill_bytes == 4096
+
+
+def test_torch_import_sets_the_spill_policy() -> None:
+    torch = pytest.importorskip("torch")
+    from optllm.frontends.fx import import_torch
+    from optllm.frontends.fx_lower import SPILL_BYTES
+
+    model = torch.nn.Linear(8, 4).eval()
+    assert import_torch(model, (torch.randn(2, 8),)).module.constants.spill_bytes == SPILL_BYTES
