@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -124,3 +125,92 @@ def test_hf_outputs_keep_their_fields() -> None:
     assert type(out).__name__ == type(ref).__name__
     np.testing.assert_allclose(out.last_hidden_state.numpy(), ref.last_hidden_state.detach().numpy(),
                                rtol=1e-5, atol=1e-5)
+
+
+# -- transformers models as users have them (default config, plain examples) ----------------------
+def _tiny_gpt2() -> Any:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=128)).eval()
+
+
+def _rel(got: Any, want: Any) -> float:
+    return float((got - want).abs().max() / want.abs().max())
+
+
+@pytest.fixture(scope="module")
+def gpt2_ids_only() -> Any:
+    """A GPT-2 left at use_cache=True, compiled with ``(input_ids,)`` at batch 1."""
+    model = _tiny_gpt2()
+    assert model.config.use_cache
+    return model, optllm.compile(model, (torch.randint(0, 128, (1, 5)),))
+
+
+def test_causal_lm_with_its_cache_on_compiles_at_batch_one(gpt2_ids_only) -> None:
+    model, cm = gpt2_ids_only
+    assert [str(v.type) for v in cm.module.main.inputs] == ["i64[B,S]"]
+    ids = torch.randint(0, 128, (3, 11))
+    with torch.no_grad():
+        want = model(ids)
+    for got in (cm(ids), cm(input_ids=ids), cm(**{"input_ids": ids}), cm(ids, use_cache=False)):
+        assert type(got) is type(want) and got.past_key_values is None
+        assert _rel(got.logits, want.logits) <= 1e-5
+
+
+def test_inputs_must_match_the_example(gpt2_ids_only) -> None:
+    from optllm.frontends.signature import SignatureError
+
+    _, cm = gpt2_ids_only
+    ids = torch.randint(0, 128, (2, 4))
+    with pytest.raises(SignatureError, match="unexpected input 'attention_mask' .not in the example at compile"):
+        cm(ids, attention_mask=torch.ones(2, 4, dtype=torch.long))
+    with pytest.raises(SignatureError, match="missing input 'input_ids'"):
+        cm()
+    with pytest.raises(SignatureError, match="'use_cache' was fixed to False"):
+        cm(ids, use_cache=True)
+
+
+def test_example_as_dict_or_with_kwargs_and_a_required_mask() -> None:
+    from optllm.frontends.signature import SignatureError
+
+    model = _tiny_gpt2()
+    ids, mask = torch.randint(0, 128, (1, 6)), torch.ones(1, 6, dtype=torch.long)
+    by_dict = optllm.compile(model, {"input_ids": ids, "attention_mask": mask})
+    by_kwargs = optllm.compile(model, (ids,), kwargs={"attention_mask": mask})
+    ids, mask = torch.randint(0, 128, (2, 7)), torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    with torch.no_grad():
+        want = model(ids, attention_mask=mask).logits
+    for cm in (by_dict, by_kwargs):
+        assert _rel(cm(ids, attention_mask=mask).logits, want) <= 1e-5
+        assert _rel(cm(input_ids=ids, attention_mask=mask).logits, want) <= 1e-5
+        with pytest.raises(SignatureError, match="missing input 'attention_mask' .given in the example"):
+            cm(ids)
+
+
+def test_asking_for_the_cache_is_a_clear_error() -> None:
+    from optllm.frontends.common import FrontendError
+
+    with pytest.raises(FrontendError, match="use_cache=True.*no KV cache yet"):
+        optllm.compile(_tiny_gpt2(), {"input_ids": torch.randint(0, 128, (1, 5)), "use_cache": True})
+
+
+def test_encoder_with_every_input_at_batch_one() -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.BertModel(transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                           intermediate_size=64, vocab_size=100)).eval()
+
+    def inputs(b: int, s: int) -> dict[str, Any]:
+        return {"input_ids": torch.randint(0, 100, (b, s)), "attention_mask": torch.ones(b, s, dtype=torch.long),
+                "token_type_ids": (torch.arange(s) >= s // 2).long().expand(b, s).clone(),
+                "position_ids": torch.arange(s).expand(b, s).clone()}
+
+    cm = optllm.compile(model, inputs(1, 1))  # batch 1 and sequence 1: both stay symbolic
+    assert [str(v.type) for v in cm.module.main.inputs] == ["i64[B,S]"] * 4
+    x = inputs(3, 9)
+    with torch.no_grad():
+        want = model(**x)
+    got = cm(**x)
+    assert _rel(got.last_hidden_state, want.last_hidden_state) <= 1e-5
+    assert _rel(got.pooler_output, want.pooler_output) <= 1e-5
