@@ -158,6 +158,9 @@ class Generator:
         return f"{stem}{self.count}"
 
     def add_input(self, shape: list[Dim], dtype: Any = np.float32) -> Value:
+        """A new graph input; a product dim (``5*batch*seq``) becomes 1, as an input names only
+        plain symbols (its value would be a symbol of its own, unrelated to batch and seq)."""
+        shape = [1 if isinstance(d, str) and d not in SYMBOLS else d for d in shape]
         name = self.fresh("in")
         v = Value(name, np.dtype(dtype), shape)
         self.case.types[name] = v
@@ -516,6 +519,8 @@ class Generator:
         if isinstance(other[axis], int):
             other[axis] = int(self.rng.integers(1, 4))
         y = self.operand_exact(other)
+        if y is None:
+            return False
         total = (x.shape[axis] + other[axis]) if isinstance(x.shape[axis], int) else None  # type: ignore[operator]
         if total is None:
             return False  # a symbolic axis doubles (2*seq): not expressible as a Dim here
@@ -525,10 +530,12 @@ class Generator:
         self.node("Concat", [x, y], [(x.dtype, out)], axis=written)
         return True
 
-    def operand_exact(self, shape: list[Dim]) -> Value:
+    def operand_exact(self, shape: list[Dim]) -> Value | None:
         fits = [v for v in self.pool("f") if v.shape == shape]
         if fits and self.rng.random() < 0.5:
             return fits[int(self.rng.integers(len(fits)))]
+        if any(isinstance(d, str) and d not in SYMBOLS for d in shape):
+            return None
         if any(isinstance(d, str) for d in shape) or self.rng.random() < 0.3:
             return self.add_input(shape)
         return self.const(self.rng.uniform(-2, 2, [int(d) for d in shape]).astype(np.float32))
