@@ -286,9 +286,48 @@ class ConstantTable:
         self._arrays[name] = view
         return int(arr.nbytes)
 
+    def release(self, name: str) -> int:
+        """Say that this process will not read the entry ``name`` again soon (a backend holds it
+        in another layout): heap bytes move to a mapped file (``spill``), and the pages of a
+        mapped entry (spilled, or loaded from a safetensors file) that this process has read
+        are dropped from it, to be read back from the file if something reads the entry again.
+        The user's memory (a view over a torch tensor) is left alone. Returns the bytes
+        released (whole pages of a mapped entry, counted whether resident or not)."""
+        if self.owns_memory(name):
+            return self.spill(name)
+        arr = self._arrays.get(name)
+        mapped = _mapping_of(arr) if arr is not None else None
+        if mapped is None or arr is None:
+            return 0
+        import mmap
+
+        start = np.frombuffer(mapped, np.uint8).ctypes.data
+        page = mmap.PAGESIZE
+        lo = -(-(arr.ctypes.data - start) // page) * page  # whole pages only: the edges may hold neighbours
+        hi = (arr.ctypes.data - start + arr.nbytes) // page * page
+        if hi <= lo:
+            return 0
+        mapped.madvise(mmap.MADV_DONTNEED, lo, hi - lo)  # read-only file pages: nothing is lost
+        return hi - lo
+
     def items(self) -> Iterator[tuple[str, np.ndarray]]:
         for name in list(self._types):
             yield name, self[name]
+
+
+def _mapping_of(arr: np.ndarray) -> Any:
+    """The read-only ``mmap`` a C-contiguous ``arr`` is a view of (through ``np.frombuffer``),
+    or None."""
+    import mmap
+
+    base: Any = arr
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    if not isinstance(base, mmap.mmap) or not arr.flags.c_contiguous:
+        return None
+    return base
 
 
 class Module:

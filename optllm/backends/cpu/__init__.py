@@ -21,6 +21,7 @@ import numpy as np
 from optllm.backends.cpu import lower_core as _lower_core  # noqa: F401  (registers the core handlers)
 from optllm.backends.cpu import lower_einsum as _lower_einsum  # noqa: F401  (core.einsum)
 from optllm.backends.cpu import lower_index as _lower_index  # noqa: F401  (gathers, scatters, triangle)
+from optllm.backends.cpu import lower_loop_gemm as _lower_loop_gemm  # noqa: F401  (non-f32 linear, attention)
 from optllm.backends.cpu import lower_nn as _lower_nn  # noqa: F401  (registers the nn handlers)
 from optllm.backends.cpu import lower_scan as _lower_scan  # noqa: F401  (cumsum/cumprod, argmax, topk)
 from optllm.backends.cpu.lower import CpuLoweringError, Lowering
@@ -44,7 +45,8 @@ class CpuExecutable:
         self.programs: dict[tuple[tuple[str, int], ...], BoundProgram] = {}  # (env, team) -> program
         self.build_seconds: dict[str, float] = {}
         self._lock = threading.Lock()
-        self.spilled_bytes = 0  # heap bytes of constants moved to mapped files (see _release_packed_sources)
+        self._released: set[str] = set()
+        self.spilled_bytes = 0  # bytes of constants released after packing (see _release_packed_sources)
         self.prepare(None)
 
     def prepare(self, env: dict[str, int] | None) -> BoundProgram | None:
@@ -76,15 +78,17 @@ class CpuExecutable:
 
     def _release_packed_sources(self) -> None:
         """Weights are held once: a constant that the programs read only re-laid out (MKL
-        panels, a transposed copy for BLAS) keeps no heap copy beside that layout. One that
-        the user's parameters or a mapped file already back costs nothing and stays; one this
-        process computed (a folded constant) moves to a mapped file (``ConstantTable.spill``),
-        still readable by ``save``, ``export_onnx`` and the reference target."""
+        panels, a transposed copy for BLAS) keeps no resident copy beside that layout
+        (``ConstantTable.release``). One this process computed (a folded constant) moves to a
+        mapped file; the pages of a mapped one (a loaded build, a spilled fold), read while
+        packing, are dropped again; the user's parameters are left alone. All stay readable
+        by ``save``, ``export_onnx`` and the reference target."""
         consts = self.module.constants
         for key in list(self.weights):
             src = key.partition("@")[0]
-            if src != key and src not in self.weights and src in consts:
-                self.spilled_bytes += consts.spill(src)
+            if src != key and src not in self.weights and src in consts and src not in self._released:
+                self._released.add(src)  # packed once per model: later shapes reuse the panels
+                self.spilled_bytes += consts.release(src)
 
     def held_memory(self) -> dict[str, int]:
         """What running this executable keeps in memory: ``weights_bytes``, every distinct weight

@@ -201,3 +201,26 @@ def test_torch_import_sets_the_spill_policy() -> None:
 
     model = torch.nn.Linear(8, 4).eval()
     assert import_torch(model, (torch.randn(2, 8),)).module.constants.spill_bytes == SPILL_BYTES
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_release_drops_the_pages_of_a_mapped_entry(tmp_path: Path) -> None:
+    m = _linear_module(n=4096, k=512)  # 8 MiB
+    save_module(m, tmp_path / "m.oir")
+    loaded = load_module(tmp_path / "m.oir")
+    w = loaded.constants["w"]
+    total = float(w.sum(dtype=np.float64))  # reads every page into this process
+    before = _rss_bytes()
+    released = loaded.constants.release("w")
+    assert released >= w.nbytes - 2 * mmap.PAGESIZE
+    assert before - _rss_bytes() >= w.nbytes * 3 // 4  # the pages left this process
+    assert float(loaded.constants["w"].sum(dtype=np.float64)) == total  # read back from the file
+    view = np.frombuffer(bytearray(8), np.float32)
+    t = ConstantTable()
+    assert t.release(t.add(view, "v")) == 0  # someone else's memory: left alone
