@@ -45,7 +45,7 @@ from optllm.ir.dialects._shapes import broadcast_shapes
 from optllm.ir.symbolic import Dim, SymExpr, evaluate, is_static
 
 __all__ = ["modules", "envs", "random_inputs", "run_reference", "assert_outputs_close", "tolerance",
-           "SYMBOLS", "GENERATED_OPS"]
+           "SYMBOLS", "GENERATED_OPS", "CHOICE_LISTS"]
 
 B = SymExpr.symbol("B")
 S = SymExpr.symbol("S")
@@ -644,24 +644,25 @@ def _embedding(gen: _Gen) -> None:
 def _linear(gen: _Gen) -> None:
     """nn.linear with every epilogue; now and then a chain wide enough (512 x 256) for the
     packed-weight GEMM of the cpu target (weights of at least PACKED_MIN_ELEMENTS)."""
-    x = gen.pick(lambda v: v.type.dtype is DType.f32 and v.type.rank >= 1 and is_static(v.type.shape[-1]))
+    x = gen.pick(lambda v: _is_float(v) and v.type.rank >= 1 and is_static(v.type.shape[-1]))
     if x is None:
         return
-    big = gen.draw(st.integers(0, 3)) == 0
+    dt = x.type.dtype
+    big = dt is DType.f32 and gen.draw(st.integers(0, 3)) == 0
     for n in ([256, 512] if big else [gen.one_of([1, 3, 6])]):
         k = int(x.type.shape[-1])  # type: ignore[call-overload]
         transpose_w = gen.draw(st.booleans())
         shape = (n, k) if transpose_w else (k, n)
         w = gen.weight((gen.rng.standard_normal(shape) / np.sqrt(k)).astype(np.float32)) if big else \
-            gen.leaf_like(shape, DType.f32)
+            gen.leaf_like(shape, dt)
         operands = [x, w]
         attrs: dict[str, Any] = {"transpose_w": transpose_w,
                                  "activation": gen.one_of(["none", "gelu", "gelu_tanh", "silu", "relu", "tanh"])}
         if gen.draw(st.booleans()):
-            operands.append(gen.leaf_like((n,), DType.f32))
+            operands.append(gen.leaf_like((n,), dt))
             attrs["bias"] = True
         if gen.draw(st.booleans()):
-            operands.append(gen.leaf_like((*x.type.shape[:-1], n), DType.f32))
+            operands.append(gen.leaf_like((*x.type.shape[:-1], n), dt))
             attrs["residual"] = True
         x = gen.add(gen.b.create("nn.linear", operands, attrs).result)
 
@@ -702,8 +703,11 @@ _STEPS: dict[str, tuple[Callable[[_Gen], None], int]] = {
 }
 _STEP_NAMES = [name for name, (_, weight) in _STEPS.items() for _ in range(weight)]
 
+CHOICE_LISTS = (_SAFE_UNARY, _POSITIVE_UNARY, _UNIT_UNARY, _BINARY_FLOAT, _BINARY_INT, _BINARY_BOOL, _COMPARE)
+"""The lists a step picks one op from uniformly (each member is as likely as the others)."""
+
 GENERATED_OPS = frozenset({
-    *_SAFE_UNARY, *_POSITIVE_UNARY, *_UNIT_UNARY, *_BINARY_FLOAT, *_BINARY_INT, *_BINARY_BOOL, *_COMPARE,
+    *(name for names in CHOICE_LISTS for name in names),
     "core.not", "core.where", "core.cast", "core.matmul", "core.reshape", "core.permute", "core.expand",
     "core.slice", "core.concat", "core.split", "nn.softmax", "nn.layer_norm", "nn.rms_norm", "core.gather",
     "core.full", "fused.region", "core.arange", "nn.attention", "core.constant", "core.weight",

@@ -381,6 +381,11 @@ def handler(*names: str) -> Callable[[Callable[[Lowering, Operation], None]], Ca
     return deco
 
 
+def registered(name: str) -> Callable[[Lowering, Operation], None]:
+    """The handler registered for ``name`` (a module overriding it can delegate to it)."""
+    return _HANDLERS[name]
+
+
 handler("fused.region")(Lowering._region)
 
 REGION_KINDS = ("elementwise", "norm")
