@@ -68,18 +68,19 @@ def import_torch(model: Any, example_inputs: Any = (), *, kwargs: Mapping[str, A
     positional = list(named)[:len(args)]
     dyn = _dynamic_shapes_spec(params, args, kw, axes)
     grown = enlarged_axes(named, axes)
+    bound = ", ".join(f"{n}={_describe(a)}" for n, a in zip(positional, args))
     ep = None
     if grown:
         try:
             ep = _export(model, tuple(enlarge(n, a, grown) for n, a in zip(positional, args)),
-                         {k: enlarge(k, v, grown) for k, v in kw.items()}, dyn)
+                         {k: enlarge(k, v, grown) for k, v in kw.items()}, dyn, bound)
         except FrontendError as e:  # the model needs that dim to be 1: export it as given
             log.info("%s does not export on the enlarged example (%s); exporting it as given", model_name, e)
     user_names = _user_input_names(ep, named) if ep is not None else []
     if ep is None or any((n, ax) in grown for n, ax, _ in fixed_dims(ep, user_names, axes)):
         # torch fixed a dim we enlarged: at 2 it would refuse the user's own size, so export
         # on the user's example as it is (the dim is then fixed at the user's size).
-        ep = _export(model, tuple(args), kw, dyn)
+        ep = _export(model, tuple(args), kw, dyn, bound)
         user_names = _user_input_names(ep, named)
     fixed = fixed_dims(ep, user_names, axes)
     warn_fixed(model_name, fixed, axes)
@@ -87,14 +88,23 @@ def import_torch(model: Any, example_inputs: Any = (), *, kwargs: Mapping[str, A
     symbols = _symbol_map(ep, user_names, axes)
     from optllm.frontends.fx_lower import lower_program
 
-    module = lower_program(ep, user_names, symbols, name or _default_name(model))
+    try:
+        module = lower_program(ep, user_names, symbols, name or _default_name(model))
+    except FrontendError as e:  # name the model: the lowering only knows ops and module paths
+        raise FrontendError(f"importing {model_name}: {e}") from e
     statics = {k: v for k, v in named.items() if not _is_tensor(v) and _jsonable(v)}
     sig = Signature(user_names, tree_from_pytree(ep.call_spec.out_spec), params, statics)
     return Imported(module, sig)
 
 
-def _export(model: Any, args: tuple[Any, ...], kw: dict[str, Any], dyn: Any) -> Any:
-    """``torch.export.export`` in eval mode without gradients; failures become ``FrontendError``."""
+def _describe(x: Any) -> str:
+    return f"Tensor{list(x.shape)}" if _is_tensor(x) else repr(x)
+
+
+def _export(model: Any, args: tuple[Any, ...], kw: dict[str, Any], dyn: Any, bound: str = "") -> Any:
+    """``torch.export.export`` in eval mode without gradients; failures become ``FrontendError``
+    (naming how the positional example inputs bound to the forward's parameters: GPT-2's
+    second parameter is ``past_key_values``, not ``attention_mask``)."""
     import torch
 
     was_training = getattr(model, "training", False)
@@ -108,7 +118,8 @@ def _export(model: Any, args: tuple[Any, ...], kw: dict[str, Any], dyn: Any) -> 
     except OptllmError:
         raise
     except Exception as e:
-        raise FrontendError(f"torch.export failed on {type(model).__name__}: {_first_line(e)}") from e
+        where = f" (positional example inputs bound as {bound})" if bound else ""
+        raise FrontendError(f"torch.export failed on {type(model).__name__}{where}: {_first_line(e)}") from e
     finally:
         if was_training:
             model.train()

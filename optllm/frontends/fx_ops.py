@@ -588,3 +588,42 @@ def _sdpa(cx: Any, q: Value, k: Value, v: Value, attn_mask: Value | None = None,
         raise FrontendError("scaled_dot_product_attention with both a mask and is_causal")
     operands = [q, k, v] + ([attn_mask] if attn_mask is not None else [])
     return cx.op("nn.attention", *operands, scale=scale, causal=bool(is_causal))
+
+
+# -- ops found by the model matrix (Reformer, RWKV) ------------------------------------------------------------
+lower("aten.max.default")(_reduce("core.reduce_max"))  # max over every element
+lower("aten.min.default")(_reduce("core.reduce_min"))
+
+
+@lower("aten.log1p.default")
+def _log1p(cx: Any, x: Value) -> Value:
+    """log1p(x) = log(u) * x / (u - 1) with u = 1 + x, and x where u rounds to 1: exact to
+    rounding for small x (Goldberg's formula), where log(1 + x) alone would lose x's low bits."""
+    dt = cx.out_dtype()
+    x = cx.cast(x, dt)
+    one = cx.tensor(1.0, dt)
+    u = cx.op("core.add", x, one)
+    d = cx.op("core.sub", u, one)
+    rounds_to_one = cx.op("core.eq", d, cx.tensor(0.0, dt))
+    safe_d = cx.op("core.where", rounds_to_one, one, d)  # no 0/0 in the branch not taken
+    ratio = cx.op("core.mul", cx.op("core.log", u), cx.op("core.div", x, safe_d))
+    return cx.op("core.where", rounds_to_one, x, ratio)
+
+
+@lower("aten.slice_scatter.default")
+def _slice_scatter(cx: Any, x: Value, src: Value, dim: int = 0, start: Any = None, end: Any = None,
+                   step: int = 1) -> Value:
+    """x with x[start:end] along dim replaced by src: concat(x[:start], src, x[end:]) (step 1)."""
+    if step != 1:
+        raise FrontendError(f"slice_scatter with step {step} is not supported (only step 1)")
+    ax = _axis(dim, x.type.rank)
+    size = x.type.shape[ax]
+    lo, hi = _norm_index(start, size, 0), _norm_index(end, size, size)
+    src = cx.cast(src, x.type.dtype)
+    parts = []
+    if lo != 0:
+        parts.append(cx.op("core.slice", x, axis=ax, start=0, end=lo, step=1))
+    parts.append(src)
+    if hi != size:
+        parts.append(cx.op("core.slice", x, axis=ax, start=hi, end=size, step=1))
+    return parts[0] if len(parts) == 1 else cx.op("core.concat", *parts, axis=ax)

@@ -46,7 +46,9 @@ class Family:
         sizes: the config arguments that make it small; everything else stays at its default.
         task: ``causal-lm`` (output ``.logits``) or ``encoder`` (``.last_hidden_state``).
         inputs: the input names it is called with, in the forward's order.
-        export_blocker: torch's reason when torch.export cannot take the family, else None.
+        export_blocker: why ``optllm.compile`` refuses the family, else None: torch.export's
+            reason when torch cannot export it, or the import's (an op or a data-dependent
+            shape optllm has no equivalent for) when torch can; the text the error must hold.
     """
 
     name: str
@@ -194,6 +196,17 @@ FAMILIES: list[Family] = [
     _dec("xglm", "XGLMForCausalLM", "XGLMConfig",
          {"d_model": 64, "num_layers": 2, "attention_heads": 4, "ffn_dim": 128, "vocab_size": VOCAB}),
     _dec("biogpt", "BioGptForCausalLM", "BioGptConfig", _BERT_LIKE, _MASK),
+    # Mixture-of-experts routing exports as a histogram of expert ids and an index_put into
+    # per-expert buffers: ops (and data-dependent sizes) the IR has no equivalent for yet.
+    _dec("mixtral", "MixtralForCausalLM", "MixtralConfig", {**_LLAMA_LIKE, "num_local_experts": 4},
+         blocker="aten.histc.default"),
+    # Mamba's selective scan starts with a depthwise causal conv1d: no convolution op in the IR.
+    _dec("mamba", "MambaForCausalLM", "MambaConfig",
+         {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 8, "vocab_size": VOCAB},
+         blocker="aten.convolution.default"),
+    # RWKV rescales its own weights in place on the first eval-mode forward.
+    _dec("rwkv", "RwkvForCausalLM", "RwkvConfig", {"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": VOCAB},
+         blocker="the model mutates state (PARAMETER_MUTATION"),
     # -- encoders -------------------------------------------------------------------------------
     _enc("bert", "BertModel", "BertConfig", _BERT_LIKE),
     _enc("roberta", "RobertaModel", "RobertaConfig", _BERT_LIKE),

@@ -1,9 +1,11 @@
-"""The four built-in models, end to end: torch.export -> IR -> reference executor vs torch eager.
+"""The four benchmark models, end to end: torch.export -> IR -> reference executor vs torch eager.
 
-Each model is built once and imported once per attention implementation (module-scoped
-fixtures); one imported module is then run at two batch/sequence sizes, which only works if
-the batch and sequence dims really are symbolic. fp32 outputs must match torch eager within
-rtol=1e-5, atol=1e-5.
+Each model is built straight from ``transformers`` with its default config (causal LMs keep
+``use_cache=True``; ``model_matrix.benchmark_model``) and imported the plain way, once per
+attention implementation: ``optllm.compile(model, {input_ids, attention_mask}, passes="O0")``
+on an example at batch 1 (module-scoped fixtures). One imported module is then run at two
+other batch/sequence sizes, which only works if the batch and sequence dims really are
+symbolic. fp32 outputs must match torch eager within rtol=1e-5, atol=1e-5.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+import optllm
 from optllm.backends.reference import run_module
-from optllm.frontends.fx import Imported, import_torch
-from optllm.frontends.zoo import BUILTIN, example_kwargs, load_model, set_attn_implementation
+from optllm.frontends.common import Imported
+from optllm.frontends.zoo import set_attn_implementation
 from optllm.ir import graph_stats, parse_module, print_module, verify_module
+from optllm.testing.model_matrix import BENCHMARK_MODELS, benchmark_inputs, benchmark_model
 
 pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")
@@ -51,7 +55,20 @@ class Case:
         return self._optimized
 
 
-CASES = [(name, impl) for name in BUILTIN for impl in ("sdpa", "eager")]
+CASES = [(name, impl) for name in BENCHMARK_MODELS for impl in ("sdpa", "eager")]
+EXAMPLE = (1, 9)  # batch, sequence of the import's example
+
+
+def example_kwargs(model: Any, batch: int, seq: int, *, pad: int = 0) -> dict[str, Any]:
+    """``input_ids`` and ``attention_mask``, as a user calls the model."""
+    return benchmark_inputs(model, batch, seq, pad=pad)
+
+
+def plain_import(model: Any) -> Imported:
+    """``optllm.compile(model, {"input_ids", "attention_mask"}, passes="O0")``: the import,
+    unoptimized (by keyword: GPT-2's second parameter is ``past_key_values``)."""
+    cm = optllm.compile(model, example_kwargs(model, *EXAMPLE), passes="O0")
+    return Imported(cm.module, cm.signature)
 _built: dict[str, Any] = {}
 
 
@@ -59,7 +76,7 @@ def _model(name: str) -> Any:
     """Each model is built once; only the latest one is kept alive."""
     if name not in _built:
         _built.clear()
-        _built[name] = load_model(name)[0]
+        _built[name] = benchmark_model(name)
     return _built[name]
 
 
@@ -68,7 +85,7 @@ def case(request: Any) -> Any:
     name, impl = request.param
     model = _model(name)
     set_attn_implementation(model, impl)
-    yield Case(name, impl, model, import_torch(model, example_kwargs(model, 2, 16)))
+    yield Case(name, impl, model, plain_import(model))
     if request.param == CASES[-1]:
         _built.clear()
 

@@ -339,3 +339,23 @@ def test_assorted_core_aten_ops():
         ours = _check(imported, x)
         for got, want in zip(ours, model(x)):
             np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+class MatrixOps(nn.Module):
+    """Ops the model matrix found missing: log1p (RWKV-style), slice_scatter, full max/min."""
+
+    def forward(self, x, y):
+        tiny = torch.log1p(x * 1e-6)  # log(1 + x) alone would lose these low bits
+        a = tiny + torch.log1p(x.abs())
+        b = torch.slice_scatter(x, y, dim=1, start=1, end=3)
+        c = torch.slice_scatter(x, y * 2, dim=1, start=x.shape[1] - 2)
+        return tiny, a, b, c, x.max() + x.min()
+
+
+def test_log1p_slice_scatter_and_full_reductions_match_torch():
+    model = MatrixOps().eval()
+    imported = import_torch(model, (torch.randn(2, 5), torch.randn(2, 2)), dynamic={"x": {0: "B"}, "y": {0: "B"}})
+    x, y = torch.randn(3, 5), torch.randn(3, 2)
+    ours = _check(imported, x, y)
+    for got, want in zip(ours, model(x, y)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=2e-6, atol=0)
