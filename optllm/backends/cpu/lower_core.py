@@ -102,12 +102,16 @@ def _matmul(lw: Lowering, op: Operation) -> None:
     a, b = (lw.view(x) for x in op.operands)
     if a.rank < 2 or b.rank < 2:
         raise CpuLoweringError(f"core.matmul needs rank >= 2 operands\n  at {_op_text(op)}")
-    out = lw.alloc(op.results[0], "matmul")
+    lw.views[id(op.results[0])] = matmul_views(lw, a, b, lw.alloc(op.results[0], "matmul"), op)
+
+
+def matmul_views(lw: Lowering, a: View, b: View, out: View, op: Operation) -> View:
+    """``a @ b`` (rank >= 2, numpy batch broadcasting) into ``out``, or into a fresh contiguous
+    storage when ``out``'s layout does not fit BLAS; returns the view holding the result."""
     m, k = a.shape[-2:]
     n = b.shape[-1]
     if out.numel == 0:
-        lw.views[id(op.results[0])] = out
-        return
+        return out
     dtype = ScalarType.of_numpy(out.dtype)
     batch = out.shape[:-2]
     nb = int(np.prod(batch, dtype=np.int64)) if batch else 1
@@ -149,4 +153,4 @@ def _matmul(lw: Lowering, op: Operation) -> None:
             args[name] = Arg(value=int(val))
         kern = matmul_loop_kernel(dtype, len(cshape), work=_bucket(2 * n * k, 16, 1 << 16))
     lw.step(kern, args, op)
-    lw.views[id(op.results[0])] = out
+    return out

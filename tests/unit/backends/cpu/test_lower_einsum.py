@@ -28,6 +28,12 @@ CASES = [
     ("bij->b", [(3, 4, 5)]),
     ("ijk->kji", [(2, 3, 4)]),
     ("iij->j", [(3, 3, 2)]),
+    ("ij,jk->ki", [(3, 4), (4, 5)]),
+    ("bij,bjk->kbi", [(2, 3, 4), (2, 4, 5)]),
+    ("bqhd,bkhd->bhqk", [(2, 5, 3, 4), (2, 6, 3, 4)]),
+    ("ik,jk->", [(3, 4), (5, 4)]),
+    ("ij,ij->ij", [(3, 4), (3, 4)]),
+    ("i,i->i", [(5,), (5,)]),
 ]
 
 
@@ -59,3 +65,16 @@ def test_einsum_broadcast_ellipsis_and_a_size_one_batch() -> None:
     shapes = [(1, 3, 4), (2, 4, 5)]
     xs = [RNG.standard_normal(s).astype(np.float32) for s in shapes]
     _check(_einsum_module("...ij,...jk->...ik", shapes, DType.f32), xs)
+
+
+@pytest.mark.parametrize("equation,shapes,path", [
+    ("bij,jk->bik", [(2, 3, 4), (4, 5)], "core.matmul"),
+    ("bqhd,bkhd->bhqk", [(2, 5, 3, 4), (2, 6, 3, 4)], "core.matmul"),
+    ("ii->i", [(4, 4)], "core.einsum"),
+    ("ij,ij->i", [(3, 4), (1, 4)], "core.einsum"),  # a broadcast size-1 dim: the loop nest
+])
+def test_matrix_products_take_the_gemm_lowering(equation: str, shapes: list[tuple[int, ...]], path: str) -> None:
+    xs = [RNG.standard_normal(s).astype(np.float32) for s in shapes]
+    exe = _check(_einsum_module(equation, shapes, DType.f32), xs)
+    docs = [s.kernel.doc for b in exe.programs.values() for s in b.program.steps]
+    assert any(d.startswith(path) for d in docs), docs
