@@ -67,6 +67,37 @@ def reshape_target(src: Sequence[Dim], spec: Sequence[Dim], allowzero: bool = Fa
     return out
 
 
+def _minmax_args(d: Dim) -> tuple[Dim, ...] | None:
+    """The arguments of ``d`` when ``d`` is exactly ``min(a,b)`` or ``max(a,b)``."""
+    if not isinstance(d, SymExpr) or len(d.terms) != 1:
+        return None
+    mono, coeff = d.terms[0]
+    if coeff != 1 or len(mono) != 1 or isinstance(mono[0], str) or mono[0].fn not in ("min", "max"):
+        return None
+    return mono[0].args
+
+
+def resolve_minmax(src: Sequence[Dim], target: list[Dim]) -> list[Dim]:
+    """``target`` with ``min(a,b)``/``max(a,b)`` dims replaced by the argument that makes its
+    element count equal ``src``'s, when exactly one choice does.
+
+    A Reshape runs only when the counts are equal, so that choice is what the model assumes
+    (dynamo exports write ``min(2048, S)`` for a window clamp that torch.export proved to be
+    ``S``)."""
+    want = product(tuple(src))
+    if product(tuple(target)) == want:
+        return target
+    out = list(target)
+    for i, d in enumerate(target):
+        args = _minmax_args(d)
+        if args is None:
+            continue
+        fits = [a for a in args if product(tuple(out[:i] + [a] + out[i + 1:])) == want]
+        if len(fits) == 1:
+            out[i] = fits[0]
+    return out
+
+
 def norm_axis(axis: int, rank: int) -> int:
     if not -rank <= axis < max(rank, 1):
         raise FrontendError(f"axis {axis} is out of range for rank {rank}")

@@ -14,7 +14,7 @@ from optllm.frontends.onnx.context import ConvertContext
 from optllm.frontends.onnx.dims import dim_binop
 from optllm.frontends.onnx.registry import converter
 from optllm.ir import DType, Value
-from optllm.ir.symbolic import SymExpr
+from optllm.ir.symbolic import SymExpr, sym_max, sym_min
 
 Node = Any
 Out = list[Value | None]
@@ -119,8 +119,16 @@ def _pow(ctx: ConvertContext, node: Node) -> Out:
     return [ctx.cast(wide, x.type.dtype)]
 
 
+_DIM_FNS = {"core.max": sym_max, "core.min": sym_min}
+
+
 def _variadic(ctx: ConvertContext, node: Node, name: str) -> Out:
     xs = [v for v in ctx.inputs(node) if v is not None]
+    if name in _DIM_FNS and len(xs) == 2:
+        pair = _shape_operands(ctx, xs[0], xs[1])
+        if pair is not None:  # min(256, S) on shape values stays a dim (sliding-window exports)
+            dims = [_DIM_FNS[name](x, y) for x, y in zip(*pair)]
+            return [ctx.shape_tensor(dims, scalar=xs[0].type.rank == 0 and xs[1].type.rank == 0)]
     dtype = ctx.broadcast_dtype(*xs)
     out = ctx.cast(xs[0], dtype)
     for v in xs[1:]:

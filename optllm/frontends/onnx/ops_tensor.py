@@ -13,7 +13,7 @@ import numpy as np
 
 from optllm.frontends.common import FrontendError
 from optllm.frontends.onnx.context import ConvertContext, onnx_dtype
-from optllm.frontends.onnx.dims import BIG, broadcast, clamp_index, norm_axis, reshape_target
+from optllm.frontends.onnx.dims import BIG, broadcast, clamp_index, norm_axis, reshape_target, resolve_minmax
 from optllm.frontends.onnx.registry import converter
 from optllm.ir import DType, Value
 from optllm.ir.symbolic import Dim, SymExpr, product
@@ -93,7 +93,8 @@ def _size(ctx: ConvertContext, node: Node) -> Out:
 def _reshape(ctx: ConvertContext, node: Node) -> Out:
     x = ctx.need(node, 0)
     spec = ctx.dims(node, 1, "shape")
-    return [reshape(ctx, x, reshape_target(list(x.type.shape), spec, bool(ctx.attr(node, "allowzero", 0))))]
+    target = reshape_target(list(x.type.shape), spec, bool(ctx.attr(node, "allowzero", 0)))
+    return [reshape(ctx, x, resolve_minmax(list(x.type.shape), target))]
 
 
 @converter("Flatten", since=1)
