@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 SEED = 0
@@ -49,6 +49,9 @@ class Family:
         export_blocker: why ``optllm.compile`` refuses the family, else None: torch.export's
             reason when torch cannot export it, or the import's (an op or a data-dependent
             shape optllm has no equivalent for) when torch can; the text the error must hold.
+        core: in the suite's default run (one family per distinct attention, position and
+            norm scheme); ``OPTLLM_MATRIX=all`` runs every family (torch.export is ~3 s of
+            each family's ~7 s, so the whole matrix takes minutes).
     """
 
     name: str
@@ -58,7 +61,7 @@ class Family:
     task: Literal["causal-lm", "encoder"]
     inputs: tuple[str, ...] = ("input_ids",)
     export_blocker: str | None = None
-    notes: str = field(default="", compare=False)
+    core: bool = False
 
     @property
     def output(self) -> str:
@@ -267,6 +270,17 @@ def benchmark_inputs(model: Any, batch: int, seq: int, *, pad: int = 0) -> dict[
     return {"input_ids": ids, "attention_mask": mask}
 
 
+# One family per distinct scheme: GPT-2 (Conv1D projections, learned positions), Llama (RoPE,
+# GQA, padded mask), Qwen3 (q/k norms), Phi-3 (fused qkv), Gemma 2 (soft-capping, alternating
+# sliding windows), Falcon (multi-query, parallel attention), Bloom (ALiBi; called by keyword),
+# GPT-NeoX (partial rotary), OPT, BERT, RoBERTa (positions from a cumsum of the ids), ALBERT
+# (factorised embeddings, shared layers), DeBERTa-v2, DistilBERT, ModernBERT, and Longformer's
+# refusal.
+CORE = ("gpt2", "llama", "qwen3", "phi3", "gemma2", "falcon", "bloom", "gpt-neox", "opt", "bert", "roberta",
+        "albert", "deberta-v2", "distilbert", "modernbert", "longformer")
+FAMILIES = [replace(f, core=f.name in CORE) for f in FAMILIES]
+
+
 def family(name: str) -> Family:
     """The family called ``name``."""
     for f in FAMILIES:
@@ -275,5 +289,5 @@ def family(name: str) -> Family:
     raise KeyError(f"no model family {name!r}; the matrix has {', '.join(f.name for f in FAMILIES)}")
 
 
-__all__ = ["BENCHMARK_MODELS", "FAMILIES", "Family", "benchmark_inputs", "benchmark_model", "example_inputs", "family",
+__all__ = ["BENCHMARK_MODELS", "CORE", "FAMILIES", "Family", "benchmark_inputs", "benchmark_model", "example_inputs", "family",
            "seeded_model"]
