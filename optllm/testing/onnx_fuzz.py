@@ -11,6 +11,9 @@ Softmax, LayerNormalization, reductions, the shape and indexing ops, ...). Every
 element type and shape is tracked while the graph grows, so each node is valid by
 construction: operands broadcast, axes are in range, indices in bounds. Input dims are
 sometimes the dynamic symbols ``batch``/``seq``; the data are drawn for one binding of them.
+Not generated (yet): tensors with no elements (the cpu executor crashes on them; saved case
+``cpu-empty-result``), Concat along a symbolic axis, Slice windows that end inside a symbolic
+axis, opsets other than 17 and 18, and element types other than f32, i64 and bool.
 
 onnxruntime (graph optimizations off) is the oracle. A target's outcome is
 
