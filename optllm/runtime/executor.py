@@ -127,6 +127,8 @@ class BoundProgram:
             p.slots[p.index] = address + p.byte_offset
 
     def _materialize(self, view: View, out_arrays: Mapping[int, np.ndarray], inputs: Sequence[np.ndarray]) -> np.ndarray:
+        if view.numel == 0:  # no element to read (its storage may hold none to view)
+            return np.empty(view.shape, view.dtype)
         s = self.program.storages[view.storage]
         if s.kind == "output":
             base = out_arrays[s.id]

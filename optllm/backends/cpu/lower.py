@@ -165,8 +165,11 @@ class Lowering:
         return dst
 
     def rows_of(self, v: View, op: Operation) -> tuple[View, tuple[int, int, int]]:
+        """``v`` as ``(rows, row stride, n)`` rows, copied contiguous when its leading dims do not
+        collapse or its rows overlap (a broadcast row, stride 0: BLAS needs a leading dimension
+        of at least ``n``, and no template needs overlapping rows)."""
         r = v.rows()
-        if r is None:
+        if r is None or (r[0] > 1 and r[1] < r[2]):
             v = self.copy(v, op)
             r = v.rows()
             assert r is not None

@@ -282,3 +282,28 @@ def test_calls_from_several_threads_take_turns_and_stay_correct() -> None:
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_linear_of_a_broadcast_row_view_copies_it_for_blas() -> None:
+    """Found by the ONNX fuzzer (saved case cpu-expand-gemm): Expand made x's rows one row with
+    stride 0, which reached SGEMM as lda = 0 (refused, the output left as the arena held it)."""
+    m = _module("""\
+        %0 = core.reshape %x {shape = [1, 3]} : f32[1,3]
+        %1 = core.expand %0 {shape = [4, 3]} : f32[4,3]
+        %2 = nn.linear %1, %w : f32[4,2]
+        %3 = nn.layer_norm %1 {eps = 1e-5, ndim = 1} : f32[4,3]
+        return %2, %3
+        """, "%x: f32[3], %w: f32[3,2]", "f32[4,2], f32[4,3]")
+    _check(m, [_f32(3), _f32(3, 2)])
+
+
+def test_results_without_elements() -> None:
+    """Found by the ONNX fuzzer (saved case cpu-empty-result): viewing a zero-element output
+    crashed in the executor."""
+    m = _module("""\
+        %0 = core.slice %x {axis = 0, start = 1, end = 3, step = 1} : f32[0,3]
+        %1 = core.neg %0 : f32[0,3]
+        %2 = core.cumsum %1 {axis = 0} : f32[0,3]
+        return %1, %2, %0
+        """, "%x: f32[1,3]", "f32[0,3], f32[0,3], f32[0,3]")
+    _check(m, [_f32(1, 3)])
