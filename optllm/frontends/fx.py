@@ -119,6 +119,9 @@ def _export(model: Any, args: tuple[Any, ...], kw: dict[str, Any], dyn: Any, bou
         raise
     except Exception as e:
         where = f" (positional example inputs bound as {bound})" if bound else ""
+        if "Cache" in str(e) and "in output" in str(e):  # a forward without a use_cache parameter still made one
+            where += " (the model returns a KV cache, which optllm does not compile yet: set " \
+                     "model.config.use_cache = False)"
         raise FrontendError(f"torch.export failed on {type(model).__name__}{where}: {_first_line(e)}") from e
     finally:
         if was_training:

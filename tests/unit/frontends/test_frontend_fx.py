@@ -357,3 +357,21 @@ def test_log1p_slice_scatter_and_full_reductions_match_torch():
     ours = _check(imported, x, y)
     for got, want in zip(ours, model(x, y)):
         np.testing.assert_allclose(got, want.numpy(), rtol=2e-6, atol=0)
+
+
+class ReturnsCache(nn.Module):
+    """A forward with no ``use_cache`` parameter that still returns a transformers cache."""
+
+    def forward(self, x):
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        cache.update(x[None, None], x[None, None], 0)
+        return x * 2, cache
+
+
+def test_a_cache_output_the_frontend_cannot_switch_off_is_explained():
+    pytest.importorskip("transformers")
+    with pytest.raises(FrontendError, match=r"ReturnsCache \(positional example inputs bound as x=Tensor\[2, 3\]\)"
+                                            r" \(the model returns a KV cache.*use_cache = False\)"):
+        import_torch(ReturnsCache(), (torch.randn(2, 3),))
