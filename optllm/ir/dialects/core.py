@@ -600,7 +600,8 @@ class _Cumulative(OpDef):
         return [types[0]]
 
     def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
-        return [self.scan(inputs[0], axis=attrs["axis"], dtype=inputs[0].dtype)]
+        x = inputs[0]  # numpy scans a 0-d array as a 1-element vector: keep the declared shape
+        return [self.scan(x, axis=attrs["axis"] if x.ndim else None, dtype=x.dtype).reshape(x.shape)]
 
 
 @register_op

@@ -116,3 +116,13 @@ def test_topk_whole_row_integers_and_k_past_the_row_is_an_error() -> None:
     _check(m, [RNG.integers(-2, 3, (2, 9)).astype(np.int32)])
     with pytest.raises(RuntimeFault, match=r"(.|\n)*core.topk"):
         exe.run([np.zeros((2, 3), np.int32)])
+
+
+@pytest.mark.parametrize("op", ["cumsum", "cumprod"])
+def test_scan_of_a_rank_0_tensor_keeps_its_shape(op: str) -> None:
+    """The reference returned numpy's 1-element vector for a 0-d scan (its type says f32[])."""
+    m = _module(f"""\
+        %0 = core.{op} %x {{axis = 0}} : f32[]
+        return %0
+        """, "%x: f32[]", "f32[]")
+    _check(m, [np.array(2.5, np.float32)])
