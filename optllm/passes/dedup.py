@@ -37,7 +37,7 @@ def weight_twins(module: Module) -> dict[str, str]:
         by_type.setdefault(table.type_of(name), []).append(name)
     twins: dict[str, str] = {}
     for same_type in by_type.values():
-        for names in _groups(same_type, lambda n: table.fingerprint(table[n])):
+        for names in _groups(same_type, table.fingerprint_of):
             first: dict[str, str] = {}
             for name in names:
                 keep = first.setdefault(table.digest_of(name), name)

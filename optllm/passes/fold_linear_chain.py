@@ -44,17 +44,18 @@ class Weights:
         self.tied = _tied_constants(module)
 
     def array(self, v: Value) -> np.ndarray | None:
-        """A float64 copy of the constant ``v`` (always a fresh array: patterns may scale it in
-        place, so a fold holds one float64 copy of a weight, not two)."""
+        """A float64 copy of the constant ``v``."""
         arr = constant_array(self.module, v)
         return None if arr is None else arr.astype(np.float64)
 
-    def gemm(self, op: Operation) -> tuple[np.ndarray, np.ndarray | None] | str:
-        """(W as [K, N], bias or None) of an ``nn.linear`` whose parameters are constants."""
+    def gemm(self, op: Operation, native: bool = False) -> tuple[np.ndarray, np.ndarray | None] | str:
+        """(W as [K, N], bias or None) of an ``nn.linear`` whose parameters are constants; with
+        ``native``, W is the stored array itself (read-only, its own element type), for folds
+        that compute blockwise (``scale_rows``, ``vec_mat``)."""
         wt = op.operands[1]
         if wt.owner is not None and wt.owner.name == "core.weight" and wt.owner.attrs["name"] in self.tied:
             return "the weight is tied to a non-GEMM use (folding would keep two copies)"
-        w = self.array(wt)
+        w = constant_array(self.module, wt) if native else self.array(wt)
         if w is None:
             return "the weight is not a constant"
         if not op.attrs["bias"]:
@@ -238,9 +239,37 @@ class ScaleOutput(FoldPattern):
         rewriter.replace_op(match.op, new.result)
 
 
-def _gemm_readers(weights: Weights, v: Value) -> list[tuple[Operation, np.ndarray, np.ndarray | None]] | str:
+ROW_BLOCK_BYTES = 8 << 20
+
+
+def _row_blocks(w: np.ndarray) -> Iterator[slice]:
+    rows = max(1, ROW_BLOCK_BYTES // max(1, 8 * w.shape[1]))
+    for i in range(0, w.shape[0], rows):
+        yield slice(i, i + rows)
+
+
+def scale_rows(scale: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """diag(scale)·W in W's element type and memory order, computed in float64 one block of
+    rows at a time: each element is rounded once, as from a whole float64 product, but a fold
+    of a 125 MB lm_head holds its result and one block, not two 250 MB float64 copies."""
+    out = np.empty_like(w)  # order "K": a transposed view gives back the stored layout
+    for rows in _row_blocks(w):
+        out[rows] = w[rows].astype(np.float64) * scale[rows, None]
+    return out
+
+
+def vec_mat(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """v·W in float64, one block of W's rows at a time."""
+    acc = np.zeros(w.shape[1], np.float64)
+    for rows in _row_blocks(w):
+        acc += v[rows] @ w[rows].astype(np.float64)
+    return acc
+
+
+def _gemm_readers(weights: Weights, v: Value,
+                  native: bool = False) -> list[tuple[Operation, np.ndarray, np.ndarray | None]] | str:
     """Each reader of ``v`` with its constant parameters, when every reader is an nn.linear
-    reading ``v`` as its input x only."""
+    reading ``v`` as its input x only (W as stored with ``native``, see ``Weights.gemm``)."""
     users = users_only(v)
     if users is None:
         return "the value is a graph output or unused"
@@ -248,7 +277,7 @@ def _gemm_readers(weights: Weights, v: Value) -> list[tuple[Operation, np.ndarra
     for u in users:
         if u.name != "nn.linear" or any(use.index != 0 for use in v.uses if use.op is u):
             return f"a {u.name} reads it (not as the input of an nn.linear)"
-        params = weights.gemm(u)
+        params = weights.gemm(u, native)
         if isinstance(params, str):
             return params
         out.append((u, *params))
@@ -261,15 +290,14 @@ class ScaleInput(FoldPattern):
     root = "core.mul"
 
     def match(self, op: Operation) -> Match | str:
-        readers = _gemm_readers(self.w, op.result)
+        readers = _gemm_readers(self.w, op.result, native=True)
         if isinstance(readers, str):
             return readers
         for x, c in ((op.operands[0], op.operands[1]), (op.operands[1], op.operands[0])):
             arr = self.w.array(c)
             vec = None if arr is None else channel_vector(arr, op.result.type)
             if vec is not None and x.type == op.result.type:
-                # w is this fold's own float64 copy: scale it in place
-                return Match(op, x=x, readers=[(u, np.multiply(w, vec[:, None], out=w), b) for u, w, b in readers])
+                return Match(op, x=x, readers=[(u, scale_rows(vec, w), b) for u, w, b in readers])
         return "no operand is a constant per-channel scale of the other"
 
     def rewrite(self, match: Match, rewriter: Rewriter) -> None:
@@ -289,16 +317,16 @@ class NormAffine(FoldPattern):
         params = [self.w.array(p) for p in op.operands[1:]]
         if any(p is None for p in params):
             return "gamma/beta are not constants"
-        readers = _gemm_readers(self.w, op.result)
+        readers = _gemm_readers(self.w, op.result, native=True)
         if isinstance(readers, str):
             return readers
         gamma, beta = params[0], params[1] if len(params) > 1 else None
         assert gamma is not None
         folded = []
         for u, w, b in readers:
-            shift = None if beta is None else beta @ w
+            shift = None if beta is None else vec_mat(beta, w)
             bias = shift if b is None else b if shift is None else b + shift
-            folded.append((u, np.multiply(w, gamma[:, None], out=w), bias))  # after beta @ w; w is our copy
+            folded.append((u, scale_rows(gamma, w), bias))
         return Match(op, readers=folded)
 
     def rewrite(self, match: Match, rewriter: Rewriter) -> None:
