@@ -649,6 +649,10 @@ def _packed_weight(lw: Lowering, name: str, w: View, transposed: bool, m: int, n
         src = np.ascontiguousarray(lw.module.constants[name], dtype=np.float32)
         out = mapped_empty(floats, np.dtype(np.float32))
         gemm.pack(out.ctypes.data, src, transposed, PACK_ROWS, n, k)
+        del src
+        # the panels replace the source: drop its resident pages now, not after the whole model
+        # (a spilled fold or a loaded build would otherwise be resident in full while packing)
+        lw.module.constants.release(name)
         return out
 
     view = packed_weight(lw, f"{name}@packed:{'nk' if transposed else 'kn'}", make, in_place=True)
