@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -296,7 +297,9 @@ class ConstantTable:
         arr = np.ascontiguousarray(self._arrays[name])
         if arr.nbytes == 0:
             return 0
-        with tempfile.TemporaryFile(prefix="optllm-spill-") as f:
+        # unlinked at once: the mapping keeps the file, and its disk space goes with the last
+        # view; OPTLLM_SPILL_DIR picks the folder (the default temp dir may be a RAM tmpfs)
+        with tempfile.TemporaryFile(prefix="optllm-spill-", dir=os.environ.get("OPTLLM_SPILL_DIR") or None) as f:
             f.write(memoryview(arr.reshape(-1).view(np.uint8)))
             f.flush()
             mapped = mmap.mmap(f.fileno(), arr.nbytes, prot=mmap.PROT_READ)  # outlives the closed file
