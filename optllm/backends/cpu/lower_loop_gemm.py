@@ -7,7 +7,7 @@ kernels (``matmul_loop_kernel``, the elementwise template, ``softmax_kernel``)::
     %o = nn.attention %q, %k, %v, %m {causal = true} : f16[B,Hq,L,Ev]     (Hq = Hk * rep)
       ->  elementwise qs = q * scale;  matmul_loop over [B, Hk, rep] (k, v broadcast over rep):
           s = qs @ k^T;  elementwise s = where(causal & mask, s, -inf) (or s + mask);
-          softmax rows of s;  matmul_loop o = s @ v
+          softmax rows of s (a fully masked row: 0 or NaN by masked_rows);  matmul_loop o = s @ v
 
 f32 stays on the GEMM and attention templates (BLAS, the fused attention kernel): this module
 registers its handlers over theirs and hands f32 ops back to them, so nothing changes there.
@@ -160,7 +160,8 @@ def _attention(lw: Lowering, op: Operation) -> None:
 
         lw._run_elementwise(s4, inputs, masked, op, collapse_dims=False)
     rows = int(np.prod(s4.shape[:-1], dtype=np.int64))
-    lw.step(softmax_kernel(t, log=False), {"out": Arg(s4), "x": Arg(s4), "rows": Arg(value=rows), "n": Arg(value=S),
+    zero_rows = op.attrs.get("masked_rows", "zero") == "zero"
+    lw.step(softmax_kernel(t, log=False, zero_masked_rows=zero_rows), {"out": Arg(s4), "x": Arg(s4), "rows": Arg(value=rows), "n": Arg(value=S),
                                             "x_rs": Arg(value=S), "out_rs": Arg(value=S)}, op)
     v5 = _reshaped(lw, v, v.shape[:-3] + (hk, 1, S, Ev), op)
     if not out.is_contiguous():

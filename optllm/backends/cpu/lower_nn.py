@@ -206,7 +206,8 @@ def _attention(lw: Lowering, op: Operation) -> None:
     for name, val in (("nb", nb), ("hq", hq), ("hk", hk), ("L", L), ("S", S), ("E", E), ("Ev", Ev),
                       ("tile", tile), ("scale", scale)):
         args[name] = Arg(value=val)
-    kern = attention_kernel(ScalarType.of_numpy(q.dtype), mask=mask_kind, causal=bool(op.attrs["causal"]))
+    kern = attention_kernel(ScalarType.of_numpy(q.dtype), mask=mask_kind, causal=bool(op.attrs["causal"]),
+                            masked_rows=str(op.attrs.get("masked_rows", "zero")))
     lw.step(kern, args, op)
     lw.views[id(op.results[0])] = out
 

@@ -198,6 +198,10 @@ class Relu(OpDef):
         return [np.maximum(x, np.zeros((), x.dtype))]
 
 
+MASKED_ROWS = ("zero", "nan")
+"""``nn.attention``'s ``masked_rows`` settings: what a fully masked query row gives."""
+
+
 @register_op
 class Attention(OpDef):
     """Scaled dot-product attention with optional mask, causal masking and GQA::
@@ -207,11 +211,25 @@ class Attention(OpDef):
     q: [..., Hq, L, E], k: [..., Hk, S, E], v: [..., Hk, S, Ev] with Hq a multiple of Hk
     (grouped-query attention repeats each k/v head Hq/Hk times). ``mask`` is bool (true =
     attend) or additive float, broadcast to [..., Hq, L, S]. ``scale`` defaults to 1/sqrt(E).
+
+    A fully masked row — a query row whose every score is -inf after causal masking and the
+    mask (bool all false, or an additive -inf on every key; a left-padded batch's padding
+    rows) — gives, by ``masked_rows``:
+
+    - ``"zero"`` (default): an output row of 0, as torch 2.13's ``scaled_dot_product_attention``
+      (math and default backends, bool and float masks) and ONNX ``Attention`` (opset 23/24
+      function body, onnxruntime 1.31) compute it;
+    - ``"nan"``: NaN, as ``softmax`` over the row computes it (0/0): the eager chain
+      ``softmax(q @ kᵀ · c + mask) @ v`` that the ``attention`` fusion keeps exact.
+
+    An additive mask of finite values (HF eager's ``finfo.min``) never masks a row fully: its
+    padding rows stay a uniform average of v under either setting. NaN in q, k or v stays NaN.
     """
 
     name = "nn.attention"
     operands = ("q", "k", "v", "mask?")
-    attrs = {"scale": attr(AttrKind.FLOAT, optional=True), "causal": attr(AttrKind.BOOL, False)}
+    attrs = {"scale": attr(AttrKind.FLOAT, optional=True), "causal": attr(AttrKind.BOOL, False),
+             "masked_rows": attr(AttrKind.STR, "zero")}
 
     def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
         q, k, v = types[:3]
@@ -222,6 +240,9 @@ class Attention(OpDef):
             raise TypeInferenceError("nn.attention q, k, v must share one element type")
         if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] or k.shape[-3] != v.shape[-3]:
             raise TypeInferenceError(f"nn.attention shapes do not agree: q {q}, k {k}, v {v}")
+        if attrs.get("masked_rows", "zero") not in MASKED_ROWS:
+            raise TypeInferenceError(f"nn.attention masked_rows must be one of {', '.join(MASKED_ROWS)}, "
+                                     f"got {attrs['masked_rows']!r}")
         hq, hk = q.shape[-3], k.shape[-3]
         if hq != hk and not (isinstance(hq, int) and isinstance(hk, int) and hk and hq % hk == 0):
             raise TypeInferenceError(f"nn.attention needs q heads ({hq}) to be a multiple of k/v heads ({hk})")
@@ -253,7 +274,10 @@ class Attention(OpDef):
         mx = np.max(s, axis=-1, keepdims=True)
         mx = np.where(np.isfinite(mx), mx, np.zeros_like(mx))
         e = np.exp(s - mx)
-        p = e / e.sum(axis=-1, keepdims=True)
+        total = e.sum(axis=-1, keepdims=True)
+        if attrs.get("masked_rows", "zero") == "zero":  # only an all -inf row sums to 0 (its max gives exp(0) = 1)
+            total = np.where(total == 0, np.asarray(np.inf, total.dtype), total)  # e / inf = 0
+        p = e / total
         return [np.matmul(p.astype(dt, copy=False), v).astype(dt, copy=False)]
 
     def cost(self, in_types: Sequence[TensorType], out_types: Sequence[TensorType], attrs: Attrs,

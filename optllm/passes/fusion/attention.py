@@ -5,6 +5,12 @@ The scale moves from the scores onto q (nn.attention computes ``(q·c) @ k^T``):
 power-of-two ``c``, otherwise one rounding apart. Masks keep their form: an additive float mask
 stays additive (``where(m, 0, finfo.min)`` is not turned into a bool mask, which would change
 fully masked rows), and ``where(m, s, -inf)`` becomes the bool mask ``m``.
+
+A fully masked row (every score -inf: ``where(m, s, -inf)`` with a row of m false, or an
+additive -inf row) is NaN in the eager chain (softmax's 0/0) but 0 in ``nn.attention``'s
+default (torch SDPA's): the fused op carries ``masked_rows = "nan"`` so it computes what the
+chain did. HF eager's finite ``finfo.min`` mask never masks a row fully; its padding rows stay a
+uniform average either way.
 """
 
 from __future__ import annotations
@@ -153,7 +159,8 @@ class EagerAttention(Pattern):
         if m.k_perm is not None:
             k = rewriter.create(m.op, "core.permute", [k], {"perm": m.k_perm}).result
         operands = [m.q, k, m.v] + ([m.mask] if m.mask is not None else [])
-        attrs: dict[str, Any] = {"scale": m.scale, "causal": False}
+        # softmax(all -inf) is NaN: keep the chain's fully-masked-row result, not SDPA's 0
+        attrs: dict[str, Any] = {"scale": m.scale, "causal": False, "masked_rows": "nan"}
         new = rewriter.create(m.op, "nn.attention", operands, attrs)
         rewriter.replace_op(m.op, new.result)
 

@@ -94,11 +94,15 @@ def test_attention_symbolic_shapes() -> None:
     np.testing.assert_allclose(y, naive_attention(q, k, v, causal=True), rtol=1e-5, atol=1e-6)
 
 
-def test_attention_fully_masked_row_is_nan_like_torch() -> None:
+def test_attention_fully_masked_row_is_zero_like_torch_sdpa() -> None:
+    # torch 2.13 scaled_dot_product_attention gives 0 for a row with every key masked;
+    # masked_rows = "nan" keeps the eager softmax chain's 0/0 (see tests/unit/backends/test_attention_masked_rows.py)
     q, k, v = randn(1, 1, 2, 4), randn(1, 1, 2, 4), randn(1, 1, 2, 4)
     mask = np.array([[True, True], [False, False]]).reshape(1, 1, 2, 2)
+    (y,) = run("nn.attention", [q, k, v, mask])
+    assert np.isfinite(y[0, 0, 0]).all() and (y[0, 0, 1] == 0).all()
     with np.errstate(invalid="ignore"):
-        (y,) = run("nn.attention", [q, k, v, mask])
+        (y,) = run("nn.attention", [q, k, v, mask], masked_rows="nan")
     assert np.isfinite(y[0, 0, 0]).all() and np.isnan(y[0, 0, 1]).all()
 
 

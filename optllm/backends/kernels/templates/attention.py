@@ -5,7 +5,7 @@ the worker's slice of ``scratch`` (``ThreadIndex() * tile * S``), so memory stay
 ``NumThreads * tile * S`` whatever ``L`` is::
 
     scores = scale * Q_tile @ K^T            sgemm (trans_b), straight into scratch
-    per row: causal / mask, max, exp, sum, * 1/sum      (a fully masked row gives NaN)
+    per row: causal / mask, max, exp, sum, * 1/sum      (a fully masked row: 0, or NaN)
     out_tile = P @ V                         sgemm, straight into out
 
 With ``causal`` only the first ``min(S, i0 + rows)`` key columns of a tile can be kept, so both
@@ -48,6 +48,10 @@ from optllm.backends.kernels.kir import (
 from optllm.backends.kernels.templates.rownorm import finite_or_zero
 
 MASKS = (None, "bool", "additive")
+MASKED_ROWS = ("zero", "nan")
+"""What a fully masked row (every score -inf, so ``sum == 0``) gives: ``nn.attention``'s
+``masked_rows``. "zero" scales it by 0 instead of ``1/0`` (torch SDPA, ONNX Attention); "nan"
+keeps softmax's ``0 * (1/0)`` (the fused eager chain)."""
 L2_BYTES = 1 << 20
 TASK_WORK = 1 << 15
 """Static ``work`` of one task (a tile's two GEMMs, at least ``2 * S * (E + Ev)`` flops: 32K at
@@ -81,7 +85,18 @@ def _masked_score(sv: Expr, mask: str | None, causal: bool) -> Expr:
     return Select(m, sv, ninf) if mask == "bool" else sv + m
 
 
-def _row_softmax(mask: str | None, causal: bool) -> list[Stmt]:
+def _inverse_total(masked_rows: str) -> Expr:
+    """``1 / total``; with "zero", 0 where ``total`` is not positive. Only a fully masked row
+    sums to 0 (the row max contributes exp(0) = 1), and a NaN total stays NaN downstream
+    (``NaN * 0``), so NaN inputs still give NaN."""
+    total = v("total", F32)
+    inv = Const(1.0, F32) / total
+    if masked_rows == "nan":
+        return inv  # 0 * (1/0) = NaN for a fully masked row
+    return Select(Binary("gt", total, Const(0.0, F32)), inv, Const(0.0, F32))
+
+
+def _row_softmax(mask: str | None, causal: bool, masked_rows: str) -> list[Stmt]:
     """Softmax of scratch row ``i`` (``cols`` entries) in place, after masking it."""
     j = v("j")
     idx = v("row") + j
@@ -101,12 +116,12 @@ def _row_softmax(mask: str | None, causal: bool) -> list[Stmt]:
         Declare("total", Const(0.0, F32)),
         For("j", c(0), v("cols"), (Let("e", Unary("exp", sv - v("m", F32))), Store("scratch", idx, v("e", F32)),
                                    Assign("total", v("total", F32) + v("e", F32))), independent=True),
-        Let("inv", Const(1.0, F32) / v("total", F32)),  # 0 * (1/0) = NaN for a fully masked row
+        Let("inv", _inverse_total(masked_rows)),
         For("j", c(0), v("cols"), (Store("scratch", idx, sv * v("inv", F32)),), independent=True),
     ]
 
 
-def attention_kernel(dtype: ScalarType, *, mask: str | None, causal: bool) -> Kernel:
+def attention_kernel(dtype: ScalarType, *, mask: str | None, causal: bool, masked_rows: str = "zero") -> Kernel:
     """Attention over ``q[nb,hq,L,E]``, ``k[nb,hk,S,E]``, ``v[nb,hk,S,Ev]`` into
     ``out[nb,hq,L,Ev]``; q head ``h`` reads k/v head ``h // (hq // hk)`` (GQA).
 
@@ -122,7 +137,8 @@ def attention_kernel(dtype: ScalarType, *, mask: str | None, causal: bool) -> Ke
 
     ``mask`` is ``[nb, hq, L, S]`` through its strides: ``"bool"`` (one byte per element,
     true = attend) or ``"additive"`` (added to the scores). ``causal`` keeps key ``j <= i``
-    (``np.tril``, top-left aligned when L != S). ``scratch`` holds at least
+    (``np.tril``, top-left aligned when L != S). A row with every key masked gives 0
+    (``masked_rows="zero"``) or NaN (``"nan"``), see ``MASKED_ROWS``. ``scratch`` holds at least
     ``NumThreads() * tile * S`` f32. The row strides ``q_s2``, ``k_s2``, ``v_s2``, ``o_s2`` are
     GEMM leading dimensions: raised to the row length when smaller (harmless on a size-1 dim),
     so a 0 stride on a dim of size > 1 (q broadcast over L) is not supported.
@@ -131,6 +147,8 @@ def attention_kernel(dtype: ScalarType, *, mask: str | None, causal: bool) -> Ke
         raise KIRError(f"attention_kernel is f32 only (the sgemm primitive), got {dtype}")
     if mask not in MASKS:
         raise KIRError(f"attention mask must be one of {MASKS}, got {mask!r}")
+    if masked_rows not in MASKED_ROWS:
+        raise KIRError(f"attention masked_rows must be one of {MASKED_ROWS}, got {masked_rows!r}")
     S, tile = v("S"), v("tile")
     rows = Binary("min", tile, v("L") - v("i0"))
     cols = Binary("min", S, v("i0") + v("rows")) if causal else S
@@ -147,7 +165,7 @@ def attention_kernel(dtype: ScalarType, *, mask: str | None, causal: bool) -> Ke
         # scores[rows, cols] = scale * Q_tile @ K[:cols]^T
         Call("sgemm", (c(0), c(1), v("rows"), v("cols"), v("E"), v("scale", F32), Addr("q", v("q_o")), _ld("q_s2", "E"),
                        Addr("k", v("k_o")), _ld("k_s2", "E"), Const(0.0, F32), Addr("scratch", v("sc")), v("sld"))),
-        For("i", c(0), v("rows"), tuple(_row_softmax(mask, causal))),
+        For("i", c(0), v("rows"), tuple(_row_softmax(mask, causal, masked_rows))),
         # out_tile[rows, Ev] = P[rows, cols] @ V[:cols]
         Call("sgemm", (c(0), c(0), v("rows"), v("Ev"), v("cols"), Const(1.0, F32), Addr("scratch", v("sc")), v("sld"),
                        Addr("v", v("v_o")), _ld("v_s2", "Ev"), Const(0.0, F32), Addr("out", v("o_o")),
@@ -170,4 +188,5 @@ def attention_kernel(dtype: ScalarType, *, mask: str | None, causal: bool) -> Ke
     scalars.append("tile")
     params = (*buffers, *(Param(p, "scalar", I64) for p in scalars), Param("scale", "scalar", F32))
     name = f"attention_{dtype}{'_' + mask if mask else ''}{'_causal' if causal else ''}"
+    name += "_nanrows" if masked_rows == "nan" else ""
     return Kernel(name, params, body, doc=attention_kernel.__doc__ or "")

@@ -14,11 +14,13 @@ from optllm.backends.kernels.kir import (
     Binary,
     Const,
     Declare,
+    Expr,
     For,
     Kernel,
     Let,
     Param,
     ScalarType,
+    Select,
     Stmt,
     Store,
     Unary,
@@ -29,7 +31,7 @@ from optllm.backends.kernels.kir import (
 from optllm.backends.kernels.templates.rownorm import ROW_WORK, acc_type, cast_to, finite_or_zero
 
 
-def softmax_kernel(dtype: ScalarType, *, log: bool) -> Kernel:
+def softmax_kernel(dtype: ScalarType, *, log: bool, zero_masked_rows: bool = False) -> Kernel:
     """Softmax (``log=False``) or log-softmax (``log=True``) of each row.
 
     Parameters, in order::
@@ -39,7 +41,11 @@ def softmax_kernel(dtype: ScalarType, *, log: bool) -> Kernel:
 
     Row ``r`` element ``j`` is ``x[r * x_rs + j]``. ``m = max(row)`` (0 when not finite);
     softmax ``exp(x - m) * (1 / sum)``, log-softmax ``(x - m) - log(sum)``. ``out`` may alias ``x``.
+    A row of -inf gives NaN (``0 * (1/0)``, nn.softmax's semantics); with ``zero_masked_rows``
+    (softmax only) it gives 0, ``nn.attention``'s default for a fully masked row.
     """
+    if log and zero_masked_rows:
+        raise ValueError("softmax_kernel: zero_masked_rows is for softmax, not log-softmax")
     acc = acc_type(dtype)
     r, j, n = v("r"), v("j"), v("n")
     xj = cast_to(load("x", v("x_o") + j, dtype), acc)
@@ -62,7 +68,7 @@ def softmax_kernel(dtype: ScalarType, *, log: bool) -> Kernel:
         tail = [
             For("j", c(0), n, (Let("e", cast_to(e, dtype)), Store("out", v("out_o") + j, v("e", dtype)),
                                Assign("total", v("total", acc) + cast_to(v("e", dtype), acc))), independent=True),
-            Let("inv", Const(1.0, acc) / v("total", acc)),
+            Let("inv", _inverse(v("total", acc), zero_masked_rows)),
             For("j", c(0), n, (Store("out", v("out_o") + j,
                                      cast_to(cast_to(load("out", v("out_o") + j, dtype), acc) * v("inv", acc),
                                              dtype)),), independent=True),
@@ -70,4 +76,14 @@ def softmax_kernel(dtype: ScalarType, *, log: bool) -> Kernel:
     body = For("r", c(0), v("rows"), (*head, *tail), parallel=True, work=ROW_WORK)
     params = (Param("out", "buffer", dtype), Param("x", "buffer", dtype),
               *(Param(p, "scalar", I64) for p in ("rows", "n", "x_rs", "out_rs")))
-    return Kernel(f"{'log_' if log else ''}softmax_{dtype}", params, (body,), doc=softmax_kernel.__doc__ or "")
+    name = f"{'log_' if log else ''}softmax_{dtype}{'_zero_masked_rows' if zero_masked_rows else ''}"
+    return Kernel(name, params, (body,), doc=softmax_kernel.__doc__ or "")
+
+
+def _inverse(total: Expr, zero_masked_rows: bool) -> Expr:
+    """``1 / total``; with ``zero_masked_rows`` 0 where ``total`` is not positive: only a row
+    of -inf sums to 0, and a NaN total (NaN inputs) still leaves NaN (``NaN * 0``)."""
+    inv = Const(1.0, total.type) / total
+    if not zero_masked_rows:
+        return inv
+    return Select(Binary("gt", total, Const(0.0, total.type)), inv, Const(0.0, total.type))
