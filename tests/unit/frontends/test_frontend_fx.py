@@ -148,10 +148,10 @@ class Fixed(nn.Module):
 
 def test_a_dim_torch_fixes_is_a_warning_naming_input_axis_and_size():
     with pytest.warns(UserWarning, match=r"input 'x' axis 0 \(B\) to 4"):
-        imported = import_torch(Fixed().eval(), (torch.randn(4, 8),))
+        imported = import_torch(Fixed().eval(), (torch.randn(4, 8),), dynamic={"x": {0: "B"}})
     assert str(imported.module.main.inputs[0].type) == "f32[4,8]"
     with pytest.warns(UserWarning, match=r"input 'x' axis 0 \(B\) to 1"):
-        imported = import_torch(Flat().eval(), (torch.randn(1, 8),))
+        imported = import_torch(Flat().eval(), (torch.randn(1, 8),), dynamic={"x": {0: "B"}})
     assert str(imported.module.main.inputs[0].type) == "f32[1,8]"
 
 
