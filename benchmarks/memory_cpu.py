@@ -50,8 +50,6 @@ MIB = 1 << 20
 MODELS = ("gpt2", "minilm")
 RUNTIMES = ("baseline", "optllm", "onnxruntime")
 DEFAULT_LLAMA = "1024,16,2816,32000"  # hidden, layers, intermediate, vocab: 0.25B parameters
-USE_CACHE_NOTE = ("causal LMs built with use_cache=False (--use-cache to keep the default True: "
-                  "compiling a model that returns its DynamicCache is issue 9's deliverable 1, not landed yet)")
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -71,10 +69,10 @@ def reset_peak() -> None:
 
 
 # -- models ---------------------------------------------------------------------------------------
-def build_model(name: str, llama: str = DEFAULT_LLAMA, use_cache: bool = False) -> Any:
+def build_model(name: str, llama: str = DEFAULT_LLAMA, use_cache: bool = True) -> Any:
     """The model as a user builds it from ``transformers`` (seeded random weights, default config
-    apart from the sizes of ``tiny`` and ``llama``, and ``use_cache`` for the causal LMs: see
-    ``USE_CACHE_NOTE``)."""
+    apart from the sizes of ``tiny`` and ``llama``; ``use_cache=True`` is the causal LMs'
+    default: optllm drops the cache outputs, the ONNX export returns only the logits)."""
     import torch
     import transformers
 
@@ -128,7 +126,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
-    model = build_model(args.model, args.llama, args.use_cache)
+    model = build_model(args.model, args.llama, not args.no_cache)
     kwargs = example(model, args.model, args.batch, args.seq)
     if not args.lazy_weights:
         read_weights(model)
@@ -231,7 +229,7 @@ def run_child(argv: list[str], timeout: float) -> dict[str, Any]:
 def measure(models: list[str], batch: int, seq: int, threads: int, timeout: float, use_cache: bool,
             file: TextIO, runtimes: tuple[str, ...] = RUNTIMES, lazy_weights: bool = False) -> list[dict[str, Any]]:
     rows = []
-    common = ["--batch", str(batch), "--seq", str(seq), "--threads", str(threads)] + (["--use-cache"] if use_cache else [])
+    common = ["--batch", str(batch), "--seq", str(seq), "--threads", str(threads)] + ([] if use_cache else ["--no-cache"])
     common += ["--lazy-weights"] if lazy_weights else []
     for name in models:
         row: dict[str, Any] = {"model": name}
@@ -267,7 +265,7 @@ def measure(models: list[str], batch: int, seq: int, threads: int, timeout: floa
         print(f"{row['model']:<8} {base:9.0f} {ours:9.0f} {ort:12.0f} {ours / ort:6.2f}  {ours - base:11.0f} "
               f"{ort - base:9.0f}", file=file)
     if not use_cache:
-        print(USE_CACHE_NOTE, file=file)
+        print("causal LMs built with use_cache=False (--no-cache)", file=file)
     print("goal: optllm / onnxruntime <= 1 on every row", file=file)
     return rows
 
@@ -315,7 +313,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runtimes", default=",".join(RUNTIMES), help="a subset of: " + ", ".join(RUNTIMES))
     p.add_argument("--lazy-weights", action="store_true",
                    help="do not read the model's weights before measuring (see read_weights)")
-    p.add_argument("--use-cache", action="store_true", help="keep the causal LMs' default use_cache=True")
+    p.add_argument("--no-cache", action="store_true", help="build the causal LMs with use_cache=False")
     p.add_argument("--json", help="write the rows here")
     # internal: one measurement in this process
     p.add_argument("--child", choices=(*RUNTIMES, "export", "compile-peak"), help=argparse.SUPPRESS)
@@ -336,7 +334,7 @@ def main(argv: list[str] | None = None, file: TextIO = sys.stdout) -> list[dict[
         rows = measure_compile_peak(args.llama, args.targets.split(","), scan, args.timeout, file)
     else:
         rows = measure([m.strip() for m in args.models.split(",") if m.strip()], args.batch, args.seq, args.threads,
-                       args.timeout, args.use_cache, file, tuple(args.runtimes.split(",")), args.lazy_weights)
+                       args.timeout, not args.no_cache, file, tuple(args.runtimes.split(",")), args.lazy_weights)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2, default=str) + "\n")
     return rows

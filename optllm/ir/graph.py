@@ -181,7 +181,7 @@ class ConstantTable:
         h.update(f"{arr.dtype.str}{arr.shape}".encode())
         if arr.size:
             flat = np.ascontiguousarray(arr).reshape(-1)  # no copy for the table's (contiguous) entries
-            h.update(memoryview(flat.view(np.uint8)))
+            h.update(flat.view(np.uint8).data)
         return h.hexdigest()
 
     @staticmethod
@@ -300,7 +300,7 @@ class ConstantTable:
         # unlinked at once: the mapping keeps the file, and its disk space goes with the last
         # view; OPTLLM_SPILL_DIR picks the folder (the default temp dir may be a RAM tmpfs)
         with tempfile.TemporaryFile(prefix="optllm-spill-", dir=os.environ.get("OPTLLM_SPILL_DIR") or None) as f:
-            f.write(memoryview(arr.reshape(-1).view(np.uint8)))
+            f.write(arr.reshape(-1).view(np.uint8).data)
             f.flush()
             mapped = mmap.mmap(f.fileno(), arr.nbytes, prot=mmap.PROT_READ)  # outlives the closed file
         view = np.frombuffer(mapped, dtype=arr.dtype, count=arr.size).reshape(arr.shape)

@@ -206,7 +206,7 @@ def _write_safetensors(module: Module, names: list[str], f: Any) -> None:
     if meta:
         header["__metadata__"] = meta
     at = 0
-    for name, stored, dt in entries:
+    for name, stored, _dt in entries:
         shape = [int(d) for d in table.type_of(name).shape]  # type: ignore[arg-type]
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(_ST_DTYPES[stored].to_numpy()).itemsize
         header[name] = {"dtype": stored, "shape": shape,
@@ -215,11 +215,11 @@ def _write_safetensors(module: Module, names: list[str], f: Any) -> None:
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * ((-(8 + len(blob))) % 64)  # the data section starts 64-byte aligned
     f.write(struct.pack("<Q", len(blob)) + blob)
-    for name, stored, dt in entries:
+    for name, _stored, dt in entries:
         arr = np.ascontiguousarray(table[name])
         if dt is DType.i4:
             arr = arr.astype(np.int8)
-        f.write(memoryview(arr.reshape(-1).view(np.uint8)))
+        f.write(arr.reshape(-1).view(np.uint8).data)
 
 
 def _atomic_write_with(path: Path, write: Callable[[Any], None]) -> None:
