@@ -18,7 +18,7 @@ Graphs mix static and symbolic (``B``, ``S``) shapes and use every op of the reg
 their domains, integer floordiv/mod/bitand, bool logic), comparisons and ``where``, matmul,
 nn.linear with every epilogue (now and then 256 -> 512 wide, so the cpu target's packed-weight
 GEMM runs), reshape, permute, expand, slice, concat, split (several results), every reduction,
-cumsum/cumprod, argmax, topk (ties included), softmax, layer/rms/skip norms, rope, attention
+cumsum/cumprod, argmax/argmin, topk (ties included), softmax, layer/rms/skip norms, rope, attention
 (causal, GQA, bool or additive mask), einsum, arange, gather / gather_elements / multi-index /
 embedding and scatter_elements / scatter_nd with constant (also negative) indices valid at the
 smallest sizes, triangle, duplicated ops (work for CSE), inline ``core.constant`` dense tensors,
@@ -484,14 +484,22 @@ def _attention(gen: _Gen) -> None:
     if heads % 2 == 0 and gen.draw(st.booleans()):
         kv = gen.add(gen.b.op("core.slice", x, axis=-3, start=0, end=heads // 2))
     operands = [x, kv, kv]
-    if gen.draw(st.booleans()):  # a padding mask over the keys, bool or additive
+    attrs: dict[str, Any] = {"causal": gen.draw(st.booleans())}
+    if gen.draw(st.booleans()):  # a mask over [L, S], bool or additive
         length = x.type.shape[-2]
         if is_static(length):
-            keep = gen.rng.random(int(length)) > 0.3  # type: ignore[call-overload]
-            keep[0] = True  # no row is fully masked
-            mask = keep if gen.draw(st.booleans()) else np.where(keep, 0.0, -1e4).astype(x.type.dtype.to_numpy())
+            n = int(length)  # type: ignore[call-overload]
+            keep = gen.rng.random((n, n)) > 0.3
+            keep[:, 0] = True
+            fully_masked = gen.draw(st.booleans())  # one query row with every key masked (left padding)
+            if fully_masked:
+                keep[int(gen.rng.integers(n))] = False
+                attrs["masked_rows"] = "zero"  # 0 there, not NaN: the outputs stay comparable
+            elif gen.draw(st.booleans()):
+                attrs["masked_rows"] = "nan"  # no row fully masked: the same numbers as "zero"
+            fill = -np.inf if fully_masked else -1e4
+            mask = keep if gen.draw(st.booleans()) else np.where(keep, 0.0, fill).astype(x.type.dtype.to_numpy())
             operands.append(gen.add(gen.b.op("core.constant", value=mask)))
-    attrs: dict[str, Any] = {"causal": gen.draw(st.booleans())}
     if gen.draw(st.booleans()):
         attrs["scale"] = gen.one_of([0.125, 1.0, 0.3])
     gen.add(gen.b.create("nn.attention", operands, attrs).result)
@@ -549,7 +557,8 @@ def _argmax_topk(gen: _Gen) -> None:
     ax = gen.draw(st.integers(0, x.type.rank - 1))
     axis = ax - x.type.rank if gen.draw(st.booleans()) else ax
     if gen.draw(st.booleans()):
-        gen.add(gen.b.op("core.argmax", x, axis=axis, keepdim=gen.draw(st.booleans())))
+        name = gen.one_of(["core.argmax", "core.argmin"])
+        gen.add(gen.b.op(name, x, axis=axis, keepdim=gen.draw(st.booleans())))
         return
     k = gen.draw(st.integers(1, min(3, _min_size(x.type.shape[ax]))))
     if gen.draw(st.booleans()) and x.type.dtype.is_float:  # ties: equal values order by index
@@ -712,7 +721,7 @@ GENERATED_OPS = frozenset({
     "core.slice", "core.concat", "core.split", "nn.softmax", "nn.layer_norm", "nn.rms_norm", "core.gather",
     "core.full", "fused.region", "core.arange", "nn.attention", "core.constant", "core.weight",
     *(f"core.reduce_{k}" for k in ("sum", "mean", "max", "min", "prod", "any", "all")),
-    "core.cumsum", "core.cumprod", "core.argmax", "core.topk", "core.gather_elements", "core.index",
+    "core.cumsum", "core.cumprod", "core.argmax", "core.argmin", "core.topk", "core.gather_elements", "core.index",
     "core.triangle", "core.scatter_elements", "core.scatter_nd", "core.einsum", "nn.embedding", "nn.linear",
     "nn.skip_layer_norm", "nn.skip_rms_norm", "nn.rope",
 })

@@ -1,4 +1,4 @@
-"""CPU lowering of the ops that walk one axis: ``core.cumsum``, ``core.cumprod``, ``core.argmax``,
+"""CPU lowering of the ops that walk one axis: ``core.cumsum``, ``core.cumprod``, ``core.argmax``, ``core.argmin``,
 ``core.topk`` (templates in ``kernels/templates/scan.py``).
 
 The walked axis is moved last as a view of every operand (no copy: each operand is read and
@@ -85,7 +85,7 @@ def _with_axis_kept(lw: Lowering, out: View, shape: tuple[int, ...], what: str) 
     return out, kept
 
 
-@handler("core.argmax")
+@handler("core.argmax", "core.argmin")
 def _argmax(lw: Lowering, op: Operation) -> None:
     x = _scalar_as_row(lw.view(op.operands[0]))
     axis = op.attrs["axis"] % x.rank
@@ -93,11 +93,12 @@ def _argmax(lw: Lowering, op: Operation) -> None:
     out = lw.alloc(op.results[0], op.name)
     if out.numel:
         if n == 0:
-            raise CpuLoweringError(f"core.argmax of an empty axis (numpy raises)\n  at {_op_text(op)}")
+            raise CpuLoweringError(f"{op.name} of an empty axis (numpy raises)\n  at {_op_text(op)}")
         out, kept = _with_axis_kept(lw, out, tuple(1 if d == axis else s for d, s in enumerate(x.shape)), op.name)
         args, rank = row_args(["out", "x"], [kept, x], axis)
         args["n"] = Arg(value=n)
-        lw.step(argmax_kernel(ScalarType.of_numpy(x.dtype), rank, work=_bucket(2 * n)), args, op)
+        kern = argmax_kernel(ScalarType.of_numpy(x.dtype), rank, work=_bucket(2 * n), minimum=op.name == "core.argmin")
+        lw.step(kern, args, op)
     lw.views[id(op.results[0])] = out
 
 

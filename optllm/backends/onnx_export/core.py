@@ -173,6 +173,11 @@ def _argmax(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
     e.one("ArgMax", ins, outs[0], axis=op.attrs["axis"], keepdims=int(op.attrs["keepdim"]))
 
 
+@_op("core.argmin")
+def _argmin(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
+    e.one("ArgMin", ins, outs[0], axis=op.attrs["axis"], keepdims=int(op.attrs["keepdim"]))
+
+
 @_op("core.topk")
 def _topk(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> None:
     # sorted, ties broken towards the lower index, as onnxruntime's TopK does

@@ -128,17 +128,15 @@ def _flip(ctx: ConvertContext, x: Value, axis: int) -> Value:
 
 def _arg(which: str) -> OnnxConverter:
     def convert(ctx: ConvertContext, node: Node) -> Out:
-        # argmin(x) = argmax(-x); select_last_index: n-1 - argmax(reversed x)
+        # core.argmax / core.argmin (not argmax(-x): -x is wrong for unsigned ints and INT_MIN);
+        # select_last_index: n-1 - arg(reversed x)
         x = ctx.need(node, 0)
         axis = int(ctx.attr(node, "axis", 0)) % max(x.type.rank, 1)
         keep = bool(ctx.attr(node, "keepdims", 1))
         last = bool(ctx.attr(node, "select_last_index", 0))
-        if which == "min":
-            x = ctx.op("core.neg", x) if x.type.dtype.is_float or x.type.dtype is DType.i64 else \
-                ctx.op("core.neg", ctx.cast(x, DType.i64))
         if last:
             x = _flip(ctx, x, axis)
-        idx = ctx.op("core.argmax", x, axis=axis, keepdim=keep)
+        idx = ctx.op(f"core.arg{which}", x, axis=axis, keepdim=keep)
         if last:
             idx = ctx.op("core.sub", like(ctx, int(x.type.shape[axis]) - 1, idx), idx)  # type: ignore[arg-type]
         return [idx]

@@ -588,6 +588,18 @@ class ArgMax(OpDef):
         return [np.asarray(np.argmax(inputs[0], axis=attrs["axis"], keepdims=attrs["keepdim"]), dtype=np.int64)]
 
 
+@register_op
+class ArgMin(ArgMax):
+    """``%1 = core.argmin %0 {axis = -1} : i64[B,S]`` — index of the first minimum (np.argmin:
+    a NaN is the minimum and the first NaN wins). Exact for every element type, unlike
+    ``argmax(-x)``, which is wrong for unsigned ints (-0 = 0) and the minimum signed int."""
+
+    name = "core.argmin"
+
+    def reference(self, inputs: Arrays, attrs: Attrs, env: Env) -> list[np.ndarray]:
+        return [np.asarray(np.argmin(inputs[0], axis=attrs["axis"], keepdims=attrs["keepdim"]), dtype=np.int64)]
+
+
 class _Cumulative(OpDef):
     """A running reduction along ``axis`` (``scan`` is numpy's cumsum or cumprod)."""
 

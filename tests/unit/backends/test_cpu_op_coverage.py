@@ -89,6 +89,7 @@ def _reduce_sample(kind: str) -> Sample:
 SAMPLES: dict[str, Sample] = {
     "core.arange": ([_t((B, S))], lambda b, xs, m: [b.op("core.arange", start=1, end=S, step=2, dtype=F32)], [_f(2, 7)]),
     "core.argmax": ([_t((B, S))], lambda b, xs, m: [b.op("core.argmax", xs[0], axis=-1)], [_f(3, 6)]),
+    "core.argmin": ([_t((B, S))], lambda b, xs, m: [b.op("core.argmin", xs[0], axis=-1)], [_f(3, 6)]),
     "core.cast": ([_t((B, S))], lambda b, xs, m: [b.op("core.cast", xs[0], dtype=I64)], [_f(3, 6) * 4]),
     "core.concat": ([_t((B, S)), _t((B, 2))], lambda b, xs, m: [b.op("core.concat", xs[0], xs[1], axis=1)],
                     [_f(3, 4), _f(3, 2)]),

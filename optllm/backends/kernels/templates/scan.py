@@ -1,5 +1,6 @@
 """Walks along one axis of strided rows: running scans (``core.cumsum``, ``core.cumprod``), the
-index of the first maximum (``core.argmax``) and the k best elements (``core.topk``).
+index of the first maximum or minimum (``core.argmax``, ``core.argmin``) and the k best elements
+(``core.topk``).
 
 The lowering moves the walked axis last (a view) and leaves the other axes as outer dims, decoded
 from a flat row index as the reduce template does; every operand keeps its own strides::
@@ -19,7 +20,8 @@ Semantics follow the ops' numpy references (``optllm/ir/dialects/core.py``):
   ``cumsum(x, dtype=x.dtype)`` does (f16/bf16 round after each add; ints wrap; bool: ``or``
   for sum, ``and`` for prod). The update is wrapped in a same-type ``Cast`` so the printer does
   not mark it reassociable: every partial result is stored, so it must be the sequential one.
-* argmax: the first maximum; a NaN beats every number and the first NaN wins (numpy).
+* argmax / argmin: the first maximum / minimum; a NaN beats every number and the first NaN wins
+  (numpy's argmax and argmin alike).
 * topk: the total order of ``argsort(key, kind="stable")`` with ``key = -x`` (largest) or ``x``:
   by value, ties by lower index, NaN after every number. Each of the ``k`` outputs is the
   smallest element (in that order) after the previous one, found in one pass over the row: no
@@ -124,8 +126,9 @@ def _and(*xs: Expr) -> Expr:
     return out
 
 
-def argmax_kernel(dtype: ScalarType, rank: int, *, work: int = 1024) -> Kernel:
-    """The index (i64) of the first maximum of ``n >= 1`` elements per row; NaN is the maximum.
+def argmax_kernel(dtype: ScalarType, rank: int, *, work: int = 1024, minimum: bool = False) -> Kernel:
+    """The index (i64) of the first maximum (``minimum``: minimum) of ``n >= 1`` elements per row;
+    NaN is the maximum and the minimum (numpy), the first NaN wins.
 
     Parameters, in order: ``out`` (i64), ``x``; ``d0..``, ``n``; ``out_s*``, ``x_s*``; ``out_is``
     (unused by the body, kept for the shared row layout), ``x_is``."""
@@ -134,14 +137,15 @@ def argmax_kernel(dtype: ScalarType, rank: int, *, work: int = 1024) -> Kernel:
     best, bi = v("best", dtype), v("bi")
     j = v("j")
     xj = v("xj", dtype)
-    # x beats best when greater, or when it is the first NaN (numpy: the first NaN is the argmax)
-    better = _or(Binary("gt", xj, best), _and(_nan(xj), Unary("not", _nan(best))))
+    # x beats best when greater (smaller), or when it is the first NaN (numpy: the first NaN wins)
+    better = _or(Binary("lt" if minimum else "gt", xj, best), _and(_nan(xj), Unary("not", _nan(best))))
     body = (Let("xj", load("x", _at("x", j), dtype)), Let("better", better),
             Assign("best", Select(v("better", BOOL), xj, best)), Assign("bi", Select(v("better", BOOL), j, bi)))
     inner: list[Stmt] = [Declare("best", load("x", v("base_x"), dtype)), Declare("bi", c(0)),
                          For("j", c(1), v("n"), body), Store("out", v("base_out"), bi)]
-    return Kernel(f"argmax_{dtype}_r{rank}", _row_params([("out", I64)], dtype, rank),
-                  (_rows(rank, ["out", "x"], inner, work),), doc="core.argmax along strided rows")
+    op = "argmin" if minimum else "argmax"
+    return Kernel(f"{op}_{dtype}_r{rank}", _row_params([("out", I64)], dtype, rank),
+                  (_rows(rank, ["out", "x"], inner, work),), doc=f"core.{op} along strided rows")
 
 
 def _before(xa: Expr, ia: Expr, xb: Expr, ib: Expr, largest: bool) -> Expr:
