@@ -484,12 +484,14 @@ def _var(cx: Any, x: Value, dim: Any = None, correction: Any = None, keepdim: bo
     return [var, mean if keepdim else _reshape_to(cx, mean, var.type.shape)]
 
 
-@lower("aten.argmax.default")
+@lower("aten.argmax.default", "aten.argmin.default")
 def _argmax(cx: Any, x: Value, dim: int | None = None, keepdim: bool = False) -> Value:
+    # argmin is core.argmin, not argmax(-x): -x is wrong for unsigned ints and the minimum int
+    name = "core.argmin" if cx.node.target._opname == "argmin" else "core.argmax"
     if dim is None:
         x = cx.op("core.reshape", x, shape=[_numel(x)])
         dim = 0
-    return cx.op("core.argmax", x, axis=_axis(dim, x.type.rank), keepdim=keepdim)
+    return cx.op(name, x, axis=_axis(dim, x.type.rank), keepdim=keepdim)
 
 
 def _numel(x: Value) -> Dim:

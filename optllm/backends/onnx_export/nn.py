@@ -180,6 +180,7 @@ def _attention(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> No
         scale = 1.0 / math.sqrt(e_dim)
     has_mask = len(ins) > 3
     bool_mask = has_mask and types[3].dtype is DType.bool
+    zero_rows = (has_mask or bool(op.attrs["causal"])) and op.attrs.get("masked_rows", "zero") == "zero"
 
     def body(f: Emitter, i: list[str], o: list[str]) -> None:
         q, k, v = i[:3]
@@ -193,7 +194,11 @@ def _attention(e: Emitter, op: Operation, ins: list[str], outs: list[str]) -> No
             s = f.one("Where", [keep, s, neg_inf])
         if has_mask:
             s = f.one("Where", [i[3], s, neg_inf]) if bool_mask else f.one("Add", [s, i[3]])
-        f.one("MatMul", [f.one("Softmax", [s], axis=-1), v], o[0])
+        p = f.one("Softmax", [s], axis=-1)
+        if zero_rows:  # masked_rows = "zero": a row of -inf gives 0 where Softmax gives 0/0 = NaN
+            empty = f.one("Equal", [f.reduce("ReduceMax", s, [-1], True), neg_inf])
+            p = f.one("Where", [empty, f.scalar(0.0, dt), p])
+        f.one("MatMul", [p, v], o[0])
 
     e.call("attention", types, ins, outs, body)
 

@@ -99,3 +99,20 @@ def test_onnx_argmin_matches_onnxruntime(dtype: str, last: int, tmp_path: object
         out = cm(x=x)
         got = out["y"] if isinstance(out, dict) else out
         np.testing.assert_array_equal(np.asarray(got), want, err_msg=target)
+
+
+@pytest.mark.parametrize("dim,keepdim", [(-1, False), (0, True), (None, False)])
+def test_torch_argmin_imports_as_core_argmin(dim: int | None, keepdim: bool) -> None:
+    import torch
+
+    import optllm
+
+    class M(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.argmin(x, dim=dim, keepdim=keepdim)
+
+    x = torch.tensor([[3, -(2**63), -(2**63), 1], [0, 5, -1, -1], [7, 7, 7, 7]], dtype=torch.int64)
+    want = M()(x).numpy()
+    for target in ("reference", "cpu"):
+        got = np.asarray(optllm.compile(M(), (x,), target=target, passes="O0")(x))
+        np.testing.assert_array_equal(got, want, err_msg=target)

@@ -338,6 +338,21 @@ def test_attention(mask: str, causal: bool, kv_heads: int, tmp_path: Path) -> No
     check(_func("f", sig, "f32[B,4,S,8], f32[B,4,S,8]", body), tmp_path, gens=gens)
 
 
+@pytest.mark.parametrize("masked_rows", ["zero", "nan"])
+def test_attention_fully_masked_rows(masked_rows: str, tmp_path: Path) -> None:
+    # query row 1 masks every key: 0 (torch SDPA's, nn.attention's default) or NaN (softmax's)
+    body = f"""    %0 = nn.attention %q, %k, %v, %m {{masked_rows = "{masked_rows}"}} : f32[B,4,S,8]
+    return %0"""
+    sig = "%q: f32[B,4,S,8], %k: f32[B,4,S,8], %v: f32[B,4,S,8], %m: bool[B,1,S,S]"
+
+    def mask(rng: np.random.Generator, s: tuple[int, ...]) -> np.ndarray:
+        m = np.broadcast_to(np.arange(s[-1]) < 1, s) | (rng.random(s) < 0.6)
+        m[..., 1, :] = False
+        return m
+
+    check(_func("f", sig, "f32[B,4,S,8]", body), tmp_path, gens={3: mask})
+
+
 def test_rope(tmp_path: Path) -> None:
     body = """    %0 = nn.rope %x, %c, %s : f32[B,2,S,8]
     return %0"""
