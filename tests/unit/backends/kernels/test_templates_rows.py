@@ -273,8 +273,8 @@ def attention_args(q: np.ndarray, k: np.ndarray, v: np.ndarray, out: np.ndarray,
        S=st.integers(1, 70), E=st.sampled_from([1, 3, 8, 64]), Ev=st.sampled_from([1, 5, 16]),
        mask=st.sampled_from([None, "bool", "additive"]), bcast=st.lists(st.booleans(), min_size=4, max_size=4),
        causal=st.booleans(), tile=st.sampled_from([1, 3, 16, 0]), heads_inner=st.booleans(),
-       seed=st.integers(0, 2**32 - 1))
-def test_attention(nb, hk, rep, L, S, E, Ev, mask, bcast, causal, tile, heads_inner, seed):
+       masked_rows=st.sampled_from(["zero", "nan"]), seed=st.integers(0, 2**32 - 1))
+def test_attention(nb, hk, rep, L, S, E, Ev, mask, bcast, causal, tile, heads_inner, masked_rows, seed):
     rng = np.random.default_rng(seed)
     hq = hk * rep
     q = _layout(rng, (nb, hq, L, E), heads_inner)
@@ -289,7 +289,7 @@ def test_attention(nb, hk, rep, L, S, E, Ev, mask, bcast, causal, tile, heads_in
         mshape = tuple(1 if bc else d for bc, d in zip(bcast, (nb, hq, L, S)))
         if mask == "bool":
             m = rng.random(mshape) < 0.7
-            m[(0,) * (4 - 2)][0] = False  # a fully masked query row -> NaN, as the reference
+            m[(0,) * (4 - 2)][0] = False  # a fully masked query row -> 0 or NaN (masked_rows), as the reference
         else:
             m = (rng.standard_normal(mshape) * 2).astype(F)
             m[rng.random(mshape) < 0.2] = -np.inf
@@ -297,8 +297,8 @@ def test_attention(nb, hk, rep, L, S, E, Ev, mask, bcast, causal, tile, heads_in
         vals["mask"] = m
         vals.update({f"m_s{d}": s for d, s in enumerate(_strides(mfull, 4))})
         ins.append(mfull)
-    ref = Attention().reference(ins, {"scale": 0.3, "causal": causal}, {})[0]
-    run(attention_kernel(F32, mask=mask, causal=causal), **vals)
+    ref = Attention().reference(ins, {"scale": 0.3, "causal": causal, "masked_rows": masked_rows}, {})[0]
+    run(attention_kernel(F32, mask=mask, causal=causal, masked_rows=masked_rows), **vals)
     assert_close(np.ascontiguousarray(out), ref, scale=float(np.abs(v).max()))
 
 
