@@ -28,11 +28,12 @@ SIZES: dict[str, tuple[str, str, dict[str, Any]]] = {
 RTOL = 1e-4
 
 
-def _model(family: str) -> Any:
+def _model(family: str, attn: str = "sdpa") -> Any:
     import transformers
 
     model_cls, config_cls, sizes = SIZES[family]
-    return seeded_model(getattr(transformers, model_cls), getattr(transformers, config_cls)(**sizes))
+    extra = {} if attn == "sdpa" else {"attn_implementation": attn}
+    return seeded_model(getattr(transformers, model_cls), getattr(transformers, config_cls)(**sizes, **extra))
 
 
 def _left_padded(batch: int, seq: int, pads: list[int]) -> tuple[Any, Any]:
@@ -60,10 +61,23 @@ CASES = [pytest.param(f, t, p, marks=() if (t, p) in (("reference", "O0"), ("cpu
 
 @pytest.mark.parametrize("family,target,passes", CASES)
 def test_left_padded_batch_matches_torch(family: str, target: str, passes: str) -> None:
-    import torch
-
     model = _model(family)
     assert model.config._attn_implementation == "sdpa"  # the default the bug was found with
+    _check(model, family, target, passes)
+
+
+@pytest.mark.parametrize("family", sorted(SIZES))
+def test_left_padded_batch_eager_attention(family: str) -> None:
+    # eager attention: softmax over an additive finfo.min mask, fused into nn.attention by the
+    # default passes; its padding rows are a uniform average (finite), which fusing must keep
+    model = _model(family, "eager")
+    assert model.config._attn_implementation == "eager"
+    _check(model, family, "cpu", "default")
+
+
+def _check(model: Any, family: str, target: str, passes: str) -> None:
+    import torch
+
     ids, mask = _left_padded(3, 7, [3, 0, 6])
     with torch.no_grad():
         want = _logits(model(input_ids=ids, attention_mask=mask))
