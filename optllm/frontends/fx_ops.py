@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from optllm.frontends.fx import FrontendError
+from optllm.frontends.common import FrontendError
 from optllm.ir import DType, Value
+from optllm.ir.ops import all_opdefs
 from optllm.ir.symbolic import Dim, SymExpr
 
 Handler = Callable[..., Any]
@@ -184,9 +185,10 @@ def _unary(ir_name: str) -> Handler:
     return handler
 
 
-for _name in ("neg", "abs", "exp", "log", "sqrt", "rsqrt", "reciprocal", "tanh", "erf", "sigmoid", "sin",
-              "cos", "floor", "ceil"):
-    lower(f"aten.{_name}.default")(_unary(f"core.{_name}"))
+# Ops that declare their aten packet (``OpDef.aten``) lower one to one, after a cast to the result type.
+for _def in all_opdefs().values():
+    if _def.aten:
+        lower(f"aten.{_def.aten}.default")(_unary(_def.name))
 lower("aten.relu.default")(_unary("nn.relu"))
 lower("aten.silu.default")(_unary("nn.silu"))
 

@@ -68,6 +68,13 @@ class OpDef:
     # Result types are given by whoever creates the op (e.g. core.weight takes its type from
     # the constant table) instead of inferred; the verifier checks them by other means.
     declared_types: ClassVar[bool] = False
+    # Interchange names, declared here once so frontends and exporters derive their tables:
+    # ``onnx`` is the standard ONNX operator computing exactly this op on the same operands with
+    # no attributes (ONNX export emits it; the ONNX frontend maps it back); ``aten`` is the
+    # ``torch.ops.aten`` packet whose ``.default`` overload is this op after casting the operand
+    # to the result's element type (the torch frontend lowers it so).
+    onnx: ClassVar[str] = ""
+    aten: ClassVar[str] = ""
 
     # -- hooks ----------------------------------------------------------------------------
     def infer(self, types: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from optllm.backends.onnx_export.context import I64_MAX, Emitter, ExportError, onnx_dtype
-from optllm.ir.ops import Operation
+from optllm.ir.ops import Operation, all_opdefs
 from optllm.ir.types import DType
 
 Lowering = Callable[[Emitter, Operation, list[str], list[str]], None]
@@ -27,17 +27,10 @@ def _simple(op_name: str, onnx_op: str, **attrs: Any) -> None:
     LOWERINGS[op_name] = lower
 
 
-for _name, _onnx in {
-    "neg": "Neg", "abs": "Abs", "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "reciprocal": "Reciprocal",
-    "tanh": "Tanh", "erf": "Erf", "sigmoid": "Sigmoid", "sin": "Sin", "cos": "Cos", "floor": "Floor",
-    "ceil": "Ceil", "not": "Not", "add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow",
-    "max": "Max", "min": "Min", "and": "And", "or": "Or", "xor": "Xor", "bitand": "BitwiseAnd",
-    "eq": "Equal", "lt": "Less", "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual",
-    "where": "Where", "matmul": "MatMul", "tan": "Tan", "asin": "Asin",
-    "acos": "Acos", "atan": "Atan", "sinh": "Sinh", "cosh": "Cosh", "asinh": "Asinh", "acosh": "Acosh",
-    "atanh": "Atanh", "round": "Round",
-}.items():
-    _simple(f"core.{_name}", _onnx)
+# Ops that declare their one-to-one ONNX operator (``OpDef.onnx``) export as that node.
+for _def in all_opdefs().values():
+    if _def.onnx:
+        _simple(_def.name, _def.onnx)
 
 
 def _op(name: str) -> Callable[[Lowering], Lowering]:

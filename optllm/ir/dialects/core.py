@@ -87,9 +87,12 @@ class Unary(OpDef):
         return [np.asarray(self.compute(inputs[0])).astype(inputs[0].dtype, copy=False)]
 
 
-def _unary(op_name: str, fn: Any, doc: str, float_only: bool = True) -> type[Unary]:
-    cls = type(op_name.split(".")[1].title().replace("_", ""), (Unary,), {
-        "name": op_name, "__doc__": doc, "float_only": float_only, "scalar": op_name.split(".")[1],
+def _unary(op_name: str, fn: Any, doc: str, float_only: bool = True, onnx: str = "", aten: bool = False) -> type[Unary]:
+    """Declare a unary op; ``aten=True`` when ``aten.<suffix>.default`` is this op (see OpDef)."""
+    suffix = op_name.split(".")[1]
+    cls = type(suffix.title().replace("_", ""), (Unary,), {
+        "name": op_name, "__doc__": doc, "float_only": float_only, "scalar": suffix,
+        "onnx": onnx, "aten": suffix if aten else "",
         "compute": lambda self, x: fn(x), "__module__": __name__,
     })
     return register_op(cls)  # type: ignore[return-value]
@@ -107,20 +110,20 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return expit(x)
 
 
-_unary("core.neg", np.negative, "``%1 = core.neg %0 : f32[N]`` — -x.", float_only=False)
-_unary("core.abs", np.abs, "``%1 = core.abs %0 : f32[N]`` — |x|.", float_only=False)
-_unary("core.exp", np.exp, "``%1 = core.exp %0 : f32[N]`` — e^x.")
-_unary("core.log", np.log, "``%1 = core.log %0 : f32[N]`` — ln x.")
-_unary("core.sqrt", np.sqrt, "``%1 = core.sqrt %0 : f32[N]`` — sqrt(x).")
-_unary("core.rsqrt", lambda x: np.reciprocal(np.sqrt(x)), "``%1 = core.rsqrt %0 : f32[N]`` — 1/sqrt(x).")
-_unary("core.reciprocal", np.reciprocal, "``%1 = core.reciprocal %0 : f32[N]`` — 1/x.")
-_unary("core.tanh", np.tanh, "``%1 = core.tanh %0 : f32[N]`` — tanh x.")
-_unary("core.erf", _erf, "``%1 = core.erf %0 : f32[N]`` — the error function.")
-_unary("core.sigmoid", _sigmoid, "``%1 = core.sigmoid %0 : f32[N]`` — 1/(1+e^-x).")
-_unary("core.sin", np.sin, "``%1 = core.sin %0 : f32[N]`` — sin x.")
-_unary("core.cos", np.cos, "``%1 = core.cos %0 : f32[N]`` — cos x.")
-_unary("core.floor", np.floor, "``%1 = core.floor %0 : f32[N]`` — floor x.")
-_unary("core.ceil", np.ceil, "``%1 = core.ceil %0 : f32[N]`` — ceil x.")
+_unary("core.neg", np.negative, "``%1 = core.neg %0 : f32[N]`` — -x.", float_only=False, onnx="Neg", aten=True)
+_unary("core.abs", np.abs, "``%1 = core.abs %0 : f32[N]`` — |x|.", float_only=False, onnx="Abs", aten=True)
+_unary("core.exp", np.exp, "``%1 = core.exp %0 : f32[N]`` — e^x.", onnx="Exp", aten=True)
+_unary("core.log", np.log, "``%1 = core.log %0 : f32[N]`` — ln x.", onnx="Log", aten=True)
+_unary("core.sqrt", np.sqrt, "``%1 = core.sqrt %0 : f32[N]`` — sqrt(x).", onnx="Sqrt", aten=True)
+_unary("core.rsqrt", lambda x: np.reciprocal(np.sqrt(x)), "``%1 = core.rsqrt %0 : f32[N]`` — 1/sqrt(x).", aten=True)
+_unary("core.reciprocal", np.reciprocal, "``%1 = core.reciprocal %0 : f32[N]`` — 1/x.", onnx="Reciprocal", aten=True)
+_unary("core.tanh", np.tanh, "``%1 = core.tanh %0 : f32[N]`` — tanh x.", onnx="Tanh", aten=True)
+_unary("core.erf", _erf, "``%1 = core.erf %0 : f32[N]`` — the error function.", onnx="Erf", aten=True)
+_unary("core.sigmoid", _sigmoid, "``%1 = core.sigmoid %0 : f32[N]`` — 1/(1+e^-x).", onnx="Sigmoid", aten=True)
+_unary("core.sin", np.sin, "``%1 = core.sin %0 : f32[N]`` — sin x.", onnx="Sin", aten=True)
+_unary("core.cos", np.cos, "``%1 = core.cos %0 : f32[N]`` — cos x.", onnx="Cos", aten=True)
+_unary("core.floor", np.floor, "``%1 = core.floor %0 : f32[N]`` — floor x.", onnx="Floor", aten=True)
+_unary("core.ceil", np.ceil, "``%1 = core.ceil %0 : f32[N]`` — ceil x.", onnx="Ceil", aten=True)
 
 
 @register_op
@@ -128,6 +131,7 @@ class Not(Unary):
     """``%1 = core.not %0 : bool[N]`` — logical not."""
 
     name = "core.not"
+    onnx = "Not"
     float_only = False
     scalar = "not"
 
@@ -169,9 +173,9 @@ class Binary(OpDef):
 
 
 def _binary(op_name: str, fn: Any, doc: str, traits: frozenset[Trait] = EW, allowed: str = "any",
-            result_bool: bool = False, scalar: str = "") -> None:
+            result_bool: bool = False, scalar: str = "", onnx: str = "") -> None:
     cls = type(op_name.split(".")[1].title().replace("_", ""), (Binary,), {
-        "name": op_name, "__doc__": doc, "traits": traits, "allowed": allowed,
+        "name": op_name, "__doc__": doc, "traits": traits, "allowed": allowed, "onnx": onnx,
         "scalar": scalar or op_name.split(".")[1],
         "result_bool": result_bool, "compute": lambda self, x, y: fn(x, y), "__module__": __name__,
     })
@@ -183,25 +187,25 @@ def _int_div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.trunc(np.true_divide(x, y)).astype(x.dtype) if x.dtype.kind == "f" else np.fix(x / y).astype(x.dtype)
 
 
-_binary("core.add", np.add, "``%2 = core.add %0, %1 : f32[B,S,768]`` — x + y.", EWC)
-_binary("core.sub", np.subtract, "``%2 = core.sub %0, %1 : f32[B,S,768]`` — x - y.")
-_binary("core.mul", np.multiply, "``%2 = core.mul %0, %1 : f32[B,S,768]`` — x * y.", EWC)
-_binary("core.div", np.true_divide, "``%2 = core.div %0, %1 : f32[N]`` — x / y (floats).", allowed="float")
+_binary("core.add", np.add, "``%2 = core.add %0, %1 : f32[B,S,768]`` — x + y.", EWC, onnx="Add")
+_binary("core.sub", np.subtract, "``%2 = core.sub %0, %1 : f32[B,S,768]`` — x - y.", onnx="Sub")
+_binary("core.mul", np.multiply, "``%2 = core.mul %0, %1 : f32[B,S,768]`` — x * y.", EWC, onnx="Mul")
+_binary("core.div", np.true_divide, "``%2 = core.div %0, %1 : f32[N]`` — x / y (floats).", allowed="float", onnx="Div")
 _binary("core.floordiv", np.floor_divide, "``%2 = core.floordiv %0, %1 : i64[N]`` — floor(x / y).")
 _binary("core.mod", np.remainder, "``%2 = core.mod %0, %1 : i64[N]`` — x mod y, sign of y (Python).")
-_binary("core.pow", np.power, "``%2 = core.pow %0, %1 : f32[N]`` — x ** y.", allowed="float")
-_binary("core.max", np.maximum, "``%2 = core.max %0, %1 : f32[N]`` — max(x, y), NaN-propagating.", EWC)
-_binary("core.min", np.minimum, "``%2 = core.min %0, %1 : f32[N]`` — min(x, y), NaN-propagating.", EWC)
-_binary("core.and", np.logical_and, "``%2 = core.and %0, %1 : bool[N]`` — x and y.", EWC, "bool")
-_binary("core.or", np.logical_or, "``%2 = core.or %0, %1 : bool[N]`` — x or y.", EWC, "bool")
-_binary("core.xor", np.logical_xor, "``%2 = core.xor %0, %1 : bool[N]`` — x xor y.", EWC, "bool")
-_binary("core.bitand", np.bitwise_and, "``%2 = core.bitand %0, %1 : i64[N]`` — x & y.", EWC, "int", scalar="and")
-_binary("core.eq", np.equal, "``%2 = core.eq %0, %1 : bool[N]`` — x == y.", EWC, result_bool=True)
+_binary("core.pow", np.power, "``%2 = core.pow %0, %1 : f32[N]`` — x ** y.", allowed="float", onnx="Pow")
+_binary("core.max", np.maximum, "``%2 = core.max %0, %1 : f32[N]`` — max(x, y), NaN-propagating.", EWC, onnx="Max")
+_binary("core.min", np.minimum, "``%2 = core.min %0, %1 : f32[N]`` — min(x, y), NaN-propagating.", EWC, onnx="Min")
+_binary("core.and", np.logical_and, "``%2 = core.and %0, %1 : bool[N]`` — x and y.", EWC, "bool", onnx="And")
+_binary("core.or", np.logical_or, "``%2 = core.or %0, %1 : bool[N]`` — x or y.", EWC, "bool", onnx="Or")
+_binary("core.xor", np.logical_xor, "``%2 = core.xor %0, %1 : bool[N]`` — x xor y.", EWC, "bool", onnx="Xor")
+_binary("core.bitand", np.bitwise_and, "``%2 = core.bitand %0, %1 : i64[N]`` — x & y.", EWC, "int", scalar="and", onnx="BitwiseAnd")
+_binary("core.eq", np.equal, "``%2 = core.eq %0, %1 : bool[N]`` — x == y.", EWC, result_bool=True, onnx="Equal")
 _binary("core.ne", np.not_equal, "``%2 = core.ne %0, %1 : bool[N]`` — x != y.", EWC, result_bool=True)
-_binary("core.lt", np.less, "``%2 = core.lt %0, %1 : bool[N]`` — x < y.", result_bool=True)
-_binary("core.le", np.less_equal, "``%2 = core.le %0, %1 : bool[N]`` — x <= y.", result_bool=True)
-_binary("core.gt", np.greater, "``%2 = core.gt %0, %1 : bool[N]`` — x > y.", result_bool=True)
-_binary("core.ge", np.greater_equal, "``%2 = core.ge %0, %1 : bool[N]`` — x >= y.", result_bool=True)
+_binary("core.lt", np.less, "``%2 = core.lt %0, %1 : bool[N]`` — x < y.", result_bool=True, onnx="Less")
+_binary("core.le", np.less_equal, "``%2 = core.le %0, %1 : bool[N]`` — x <= y.", result_bool=True, onnx="LessOrEqual")
+_binary("core.gt", np.greater, "``%2 = core.gt %0, %1 : bool[N]`` — x > y.", result_bool=True, onnx="Greater")
+_binary("core.ge", np.greater_equal, "``%2 = core.ge %0, %1 : bool[N]`` — x >= y.", result_bool=True, onnx="GreaterOrEqual")
 
 
 @register_op
@@ -209,6 +213,7 @@ class Where(OpDef):
     """``%3 = core.where %c, %x, %y : f32[B,1,S,S]`` — c ? x : y, broadcasting all three."""
 
     name = "core.where"
+    onnx = "Where"
     operands = ("cond", "x", "y")
     traits = EW
 
@@ -244,6 +249,7 @@ class MatMul(OpDef):
     """``%2 = core.matmul %0, %1 : f32[B,S,2304]`` — numpy matmul on rank >= 2, batch broadcast."""
 
     name = "core.matmul"
+    onnx = "MatMul"
     operands = ("a", "b")
 
     def infer(self, types: Sequence[TensorType], attrs: Attrs) -> list[TensorType]:
@@ -693,16 +699,16 @@ __all__ = ["AttrSpec", "SymExpr", "sym_max"]
 
 
 # -- more elementwise math (ONNX: no exact composition of the ops above) ---------------------------
-_unary("core.tan", np.tan, "``%1 = core.tan %0 : f32[N]`` — tan x.")
-_unary("core.asin", np.arcsin, "``%1 = core.asin %0 : f32[N]`` — arcsin x.")
-_unary("core.acos", np.arccos, "``%1 = core.acos %0 : f32[N]`` — arccos x.")
-_unary("core.atan", np.arctan, "``%1 = core.atan %0 : f32[N]`` — arctan x.")
-_unary("core.sinh", np.sinh, "``%1 = core.sinh %0 : f32[N]`` — sinh x.")
-_unary("core.cosh", np.cosh, "``%1 = core.cosh %0 : f32[N]`` — cosh x.")
-_unary("core.asinh", np.arcsinh, "``%1 = core.asinh %0 : f32[N]`` — arsinh x.")
-_unary("core.acosh", np.arccosh, "``%1 = core.acosh %0 : f32[N]`` — arcosh x.")
-_unary("core.atanh", np.arctanh, "``%1 = core.atanh %0 : f32[N]`` — artanh x.")
-_unary("core.round", np.round, "``%1 = core.round %0 : f32[N]`` — round half to even.")
+_unary("core.tan", np.tan, "``%1 = core.tan %0 : f32[N]`` — tan x.", onnx="Tan")
+_unary("core.asin", np.arcsin, "``%1 = core.asin %0 : f32[N]`` — arcsin x.", onnx="Asin")
+_unary("core.acos", np.arccos, "``%1 = core.acos %0 : f32[N]`` — arccos x.", onnx="Acos")
+_unary("core.atan", np.arctan, "``%1 = core.atan %0 : f32[N]`` — arctan x.", onnx="Atan")
+_unary("core.sinh", np.sinh, "``%1 = core.sinh %0 : f32[N]`` — sinh x.", onnx="Sinh")
+_unary("core.cosh", np.cosh, "``%1 = core.cosh %0 : f32[N]`` — cosh x.", onnx="Cosh")
+_unary("core.asinh", np.arcsinh, "``%1 = core.asinh %0 : f32[N]`` — arsinh x.", onnx="Asinh")
+_unary("core.acosh", np.arccosh, "``%1 = core.acosh %0 : f32[N]`` — arcosh x.", onnx="Acosh")
+_unary("core.atanh", np.arctanh, "``%1 = core.atanh %0 : f32[N]`` — artanh x.", onnx="Atanh")
+_unary("core.round", np.round, "``%1 = core.round %0 : f32[N]`` — round half to even.", onnx="Round")
 
 
 @register_op
