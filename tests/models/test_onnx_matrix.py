@@ -39,6 +39,8 @@ EXPORTERS = ["dynamo", "legacy"]
 KNOWN = {
     ("gpt-neo", "dynamo"): "the local-attention mask is sliced to min(2048, S) before any Reshape proves it is S; "
                            "optllm's symbolic dims carry no upper bound for S, so the Where does not broadcast",
+    ("mamba", "legacy"): "the causal depthwise Conv runs over the symbolic sequence dim; optllm's Conv converter "
+                         "needs static spatial dims",
     ("longformer", "legacy"): "the legacy export computes the sliding-chunk attention with NonZero (an output shape "
                               "that depends on the data), which optllm has no converter for",
 }
@@ -89,7 +91,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Any:
             try:
                 inputs = export(fam, exporter, path)
             except Exception as e:
-                reason = fam.export_blocker or _last_line(e)
+                blocker = fam.export_blocker if exporter == "dynamo" else None  # torch.export's reason
+                reason = blocker or _last_line(e)
                 cache[key] = (None, f"torch.onnx.export ({exporter}) cannot export {fam.name}: {reason}")
             else:
                 try:
@@ -129,11 +132,19 @@ def test_family_through_onnx_matches_onnxruntime(fam: Family, exporter: str, tar
     imported = import_onnx(path)
     cm = optllm.compile(imported.module, target=target)
     model = onnx.load(str(path))
+    unrunnable = []
     for batch, seq in SHAPES:
         feeds = {k: v.numpy() for k, v in inputs(batch, seq).items()}
-        want = run_onnxruntime(model, feeds)[0]
+        try:
+            want = run_onnxruntime(model, feeds)[0]
+        except Exception as e:  # the exporter baked a size in (a traced loop over the sequence)
+            unrunnable.append(f"{batch}x{seq}: {_last_line(e)}")
+            continue
         got = cm.run_numpy([feeds[n] for n in imported.signature.input_names])[0]
         assert got.shape == want.shape
         err = float(np.max(np.abs(got.astype(np.float64) - want)) / max(float(np.max(np.abs(want))), 1e-30))
         record_property(f"rel_err_{batch}x{seq}", err)
         assert err <= REL, f"{fam.name} ({exporter} exporter) on {target} at {batch}x{seq}: relative error {err:.3g}"
+    if unrunnable:
+        pytest.skip(f"matched at the other shapes; the {exporter} export of {fam.name} does not run in "
+                    f"onnxruntime at {'; '.join(unrunnable)}")

@@ -90,10 +90,10 @@ def _pad(ctx: ConvertContext, node: Node) -> Out:
         if lo == 0 and hi == 0:
             continue
         n = y.type.shape[ax]
-        if not isinstance(n, int):
-            raise FrontendError(f"Pad on a symbolic dim ({n})")
-        if mode == "constant":
+        if mode == "constant":  # any dim: crops are slices, pads are blocks concatenated
             y = _pad_constant(ctx, y, ax, lo, hi, fill)
+        elif not isinstance(n, int):
+            raise FrontendError(f"Pad mode {mode!r} on a symbolic dim ({n}) is not supported")
         elif mode in ("edge", "reflect", "wrap"):
             y = ctx.op("core.gather", y, ctx.constant(_pad_index(n, lo, hi, mode).astype(np.int64)), axis=ax)
         else:
@@ -103,7 +103,7 @@ def _pad(ctx: ConvertContext, node: Node) -> Out:
 
 def _pad_constant(ctx: ConvertContext, y: Value, ax: int, lo: int, hi: int, fill: Value | None) -> Value:
     # negative pads crop; positive pads concatenate a block of the fill value
-    n = int(y.type.shape[ax])  # type: ignore[arg-type]
+    n = y.type.shape[ax]
     if lo < 0 or hi < 0:
         y = ctx.op("core.slice", y, axis=ax, start=max(-lo, 0), end=n - max(-hi, 0))
         lo, hi = max(lo, 0), max(hi, 0)

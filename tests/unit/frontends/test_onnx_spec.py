@@ -99,3 +99,11 @@ def test_reshape_resolves_min_by_element_count() -> None:
     assert resolve_minmax([b, s, 4, 16], [b, sym_min(2048, s), 64]) == [b, s, 64]
     assert resolve_minmax([b, s, 64], [b, sym_min(2048, s), 64]) == [b, s, 64]
     assert resolve_minmax([b, 7], [b, sym_min(2048, s)]) == [b, sym_min(2048, s)]  # no choice fits: unchanged
+
+
+@pytest.mark.parametrize("pads", [[0, 1, 0, 0, -1, 0], [0, 2, 0, 0, 1, 0], [0, -1, 0, 0, 2, 0]])
+def test_constant_pad_on_symbolic_axis(pads: list[int]) -> None:
+    """RWKV's time shift: ZeroPad2d((0, 0, 1, -1)) pads one step in front of S and crops one at the end."""
+    case = one_node("Pad", {"x": f32(2, 3, 3)}, {"p": np.asarray(pads, np.int64)}, 3, {"x": ["batch", "seq", 3]},
+                    mode="constant")
+    assert check(case, "reference").kind == "ok"
