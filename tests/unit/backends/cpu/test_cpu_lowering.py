@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -235,10 +235,51 @@ def test_norm_region_with_a_skip_norm_and_rope_of_any_rank() -> None:
     _check(m, [_f32(5, 8), _f32(5, 8), _f32(8), _f32(8), _f32(8)])
 
 
-def test_large_weights_use_the_packed_gemm_at_every_row_count() -> None:
-    """A weight above PACKED_MIN_ELEMENTS is packed once (MKL panels, when torch's MKL is there)
-    and serves every input shape; the panel buffer is used where it was packed."""
+@pytest.fixture
+def gemm_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Set ``OPTLLM_GEMM`` for one test; the process-wide ``packed_gemm()`` choice is recomputed
+    for it and again after it."""
+    from optllm.backends.kernels.llvm.runtime import packed_gemm
+
+    def choose(value: str) -> None:
+        monkeypatch.setenv("OPTLLM_GEMM", value)
+        packed_gemm.cache_clear()
+
+    yield choose
+    monkeypatch.undo()
+    packed_gemm.cache_clear()
+
+
+def test_gemm_choice_follows_the_env_and_the_cpu_vendor(gemm_env: Callable[[str], None],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """MKL's packed GEMM is the automatic choice on Intel CPUs only (MKL runs its slow paths on
+    others); OPTLLM_GEMM names either one, and an unknown value is refused."""
+    from optllm.backends.kernels.llvm import runtime
+
+    gemm_env("")
+    monkeypatch.setattr(runtime, "cpu_vendor", lambda: "GenuineIntel")
+    assert runtime.gemm_choice() == "mkl"
+    monkeypatch.setattr(runtime, "cpu_vendor", lambda: "AuthenticAMD")
+    assert runtime.gemm_choice() == "openblas"
+    assert runtime.packed_gemm() is None
+    gemm_env("mkl")
+    assert runtime.gemm_choice() == "mkl"
+    gemm_env("openblas")
+    monkeypatch.setattr(runtime, "cpu_vendor", lambda: "GenuineIntel")
+    assert runtime.gemm_choice() == "openblas"
+    gemm_env("fast")
+    with pytest.raises(ValueError, match="OPTLLM_GEMM='fast'"):
+        runtime.gemm_choice()
+
+
+@pytest.mark.parametrize("gemm", ["mkl", "openblas"])
+def test_large_weights_use_the_packed_gemm_at_every_row_count(gemm: str, gemm_env: Callable[[str], None]) -> None:
+    """A weight above PACKED_MIN_ELEMENTS is packed once (MKL panels, when chosen and torch's
+    MKL is there) and serves every input shape; the panel buffer is used where it was packed.
+    Both GEMM choices run here whatever this machine's CPU would pick."""
     from optllm.backends.cpu.lower import PACKED_MIN_ELEMENTS
+
+    gemm_env(gemm)
 
     k, n = 384, 512
     assert k * n >= PACKED_MIN_ELEMENTS
