@@ -14,6 +14,7 @@ from optllm.frontends.onnx.context import ConvertContext
 from optllm.frontends.onnx.dims import dim_binop
 from optllm.frontends.onnx.registry import converter
 from optllm.ir import DType, Value
+from optllm.ir.ops import all_opdefs
 from optllm.ir.symbolic import SymExpr, sym_max, sym_min
 
 Node = Any
@@ -23,10 +24,9 @@ _BINARY = {"Add": "core.add", "Sub": "core.sub", "Mul": "core.mul", "Div": "core
 _COMPARE = {"Equal": "core.eq", "Less": "core.lt", "LessOrEqual": "core.le", "Greater": "core.gt",
             "GreaterOrEqual": "core.ge"}
 _LOGIC = {"And": "core.and", "Or": "core.or", "Xor": "core.xor"}
-_UNARY = {"Neg": "core.neg", "Abs": "core.abs", "Sqrt": "core.sqrt", "Exp": "core.exp", "Log": "core.log",
-          "Erf": "core.erf", "Tanh": "core.tanh", "Sigmoid": "core.sigmoid", "Cos": "core.cos",
-          "Sin": "core.sin", "Reciprocal": "core.reciprocal", "Floor": "core.floor", "Ceil": "core.ceil",
-          "Relu": "nn.relu", "Not": "core.not"}
+# One-operand ops that declare their ONNX operator (``OpDef.onnx``: the unary math ops, Not),
+# plus Relu, which the IR keeps in the nn dialect with its activation epilogue.
+_UNARY = {d.onnx: d.name for d in all_opdefs().values() if d.onnx and d.operands == ("x",)} | {"Relu": "nn.relu"}
 
 
 def _shape_operands(ctx: ConvertContext, a: Value, b: Value) -> tuple[list[Any], list[Any]] | None:

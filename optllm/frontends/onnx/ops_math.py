@@ -44,26 +44,7 @@ def float_input(ctx: ConvertContext, node: Node, index: int = 0) -> Value:
     return x
 
 
-# -- unary: one IR op each ------------------------------------------------------------------------
-_UNARY = {
-    "Abs": "core.abs", "Neg": "core.neg", "Exp": "core.exp", "Log": "core.log", "Sqrt": "core.sqrt",
-    "Reciprocal": "core.reciprocal", "Tanh": "core.tanh", "Erf": "core.erf", "Sigmoid": "core.sigmoid",
-    "Sin": "core.sin", "Cos": "core.cos", "Floor": "core.floor", "Ceil": "core.ceil", "Tan": "core.tan",
-    "Asin": "core.asin", "Acos": "core.acos", "Atan": "core.atan", "Sinh": "core.sinh", "Cosh": "core.cosh",
-    "Asinh": "core.asinh", "Acosh": "core.acosh", "Atanh": "core.atanh", "Round": "core.round",
-    "Relu": "nn.relu",
-}
-
-
-def _unary(ir_name: str) -> OnnxConverter:
-    def convert(ctx: ConvertContext, node: Node) -> Out:
-        return [ctx.op(ir_name, ctx.need(node, 0))]
-
-    return convert
-
-
-for _onnx_name, _ir_name in _UNARY.items():
-    onnx_op(_onnx_name)(_unary(_ir_name))
+# -- unary ops with one IR op each are converted in ops_elementwise (from the op declarations) --
 
 
 @onnx_op("Sign")

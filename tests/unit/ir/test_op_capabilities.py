@@ -44,3 +44,11 @@ def test_declared_aten_op_computes_the_reference(name: str) -> None:
     want = getattr(torch.ops.aten, DECLARED_ATEN[name]).default(torch.from_numpy(x)).numpy()
     got = all_opdefs()[name].reference([x], {}, {})[0]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, d in all_opdefs().items() if d.onnx and d.operands == ("x",)))
+def test_onnx_frontend_converts_the_declared_unary_operator(name: str) -> None:
+    pytest.importorskip("onnx")
+    from optllm.frontends.onnx.ops_elementwise import _UNARY
+
+    assert _UNARY[DECLARED_ONNX[name]] == name
