@@ -7,7 +7,7 @@ Generates ``--graphs`` random valid ONNX graphs (seeds ``--seed`` onwards), runs
 optllm's targets and onnxruntime, and prints one row per target (ok / mismatch / crash /
 unsupported / invalid), the unsupported ops, and every failure with the ops of its graph.
 ``--save DIR`` shrinks each failure to its smallest failing graph and writes it there as
-``<target>-<kind>-<seed>.onnx`` (+ ``.npz`` inputs). ``--inject-bug NAME`` plants a known bug
+``<target>-<kind>-<seed>.onnxtxt`` (ONNX text syntax, + ``.npz`` inputs). ``--inject-bug NAME`` plants a known bug
 (``sub-swapped``, ``tanh-reference``, ``gather-shifted``) to show that the fuzzer catches it.
 """
 

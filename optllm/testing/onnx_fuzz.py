@@ -935,9 +935,11 @@ def _all_values(case: Case) -> dict[str, np.ndarray]:
 # -- saving ------------------------------------------------------------------------------------------------
 def save_case(case: Case, folder: str | Path, name: str, target: str, outcome: Outcome,
               known: str = "") -> Path:
-    """Write ``<name>.onnx`` (the graph, with its inputs' data in ``<name>.npz``) and record the
-    target and failure in the model's metadata; ``known`` names an open bug it reproduces."""
-    from onnx import helper, save
+    """Write ``<name>.onnxtxt`` (the graph in ONNX's text syntax, readable in a diff, with its
+    inputs' data in ``<name>.npz``) and record the target and failure in the model's metadata;
+    ``known`` names an open bug it reproduces. The text form round-trips the cases' constants
+    exactly (checked on every saved case)."""
+    from onnx import helper, printer
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -945,18 +947,19 @@ def save_case(case: Case, folder: str | Path, name: str, target: str, outcome: O
     meta = {"target": target, "outcome": outcome.kind, "detail": outcome.detail, "seed": str(case.seed),
             "env": json.dumps(case.env), "known": known}
     helper.set_model_props(model, meta)
-    path = folder / f"{name}.onnx"
-    save(model, str(path))
+    path = folder / f"{name}.onnxtxt"
+    path.write_text(printer.to_text(model) + "\n")
     np.savez(folder / f"{name}.npz", **case.feeds)
     return path
 
 
 def load_saved(path: str | Path) -> tuple[Any, dict[str, np.ndarray], dict[str, str]]:
-    """A saved case: the model, its feeds and its metadata."""
+    """A saved case (``.onnxtxt``, or a binary ``.onnx``): the model, its feeds and its metadata."""
     import onnx
+    import onnx.parser
 
     path = Path(path)
-    model = onnx.load(str(path))
+    model = onnx.parser.parse_model(path.read_text()) if path.suffix == ".onnxtxt" else onnx.load(str(path))
     with np.load(path.with_suffix(".npz")) as data:
         feeds = {k: data[k] for k in data.files}
     return model, feeds, {p.key: p.value for p in model.metadata_props}

@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime")
 
 from optllm.testing.onnx_fuzz import compare, load_saved, run_onnxruntime, run_optllm  # noqa: E402
 
-CASES = sorted((Path(__file__).parents[2] / "data" / "onnx_fuzz").glob("*.onnx"))
+CASES = sorted((Path(__file__).parents[2] / "data" / "onnx_fuzz").glob("*.onnxtxt"))
 
 
 def test_saved_cases_exist() -> None:
