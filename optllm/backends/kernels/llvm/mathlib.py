@@ -298,13 +298,12 @@ _COS = (-1.13596475577881948265e-11, 2.08757232129817482790e-09, -2.755731435139
         2.48015872894767294178e-05, -1.38888888888741095749e-03, 4.16666666666666019037e-02)
 
 
-def _sincos(m: _M, x: ir.Value, shift: int) -> ir.Value:
-    """sin (``shift=0``) or cos (``shift=1``: cos(x) = sin(x + pi/2), one quadrant on)."""
-    b = m.b
-    d = _M(m.module, b, _F64)
-    xd = x if m.f64 else b.fpext(x, _F64)
-    finite = d.cmp("<", d.abs(xd), math.inf)
-    xs = d.sel(finite, xd, 0.0)
+def _quadrant_sincos(d: _M, x: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value, ir.Value]:
+    """The f64 reduction shared by sin, cos and tan: ``x = n*pi/2 + r`` (Cody-Waite, three
+    parts of pi/2) and the fdlibm kernels ``s = sin(r)``, ``c = cos(r)``; returns (x is finite,
+    n, s, c). A non-finite ``x`` is reduced as 0 (the callers substitute NaN)."""
+    finite = d.cmp("<", d.abs(x), math.inf)
+    xs = d.sel(finite, x, 0.0)
     n = d.intrinsic("roundeven", d.mul(xs, 2.0 / math.pi))
     r = d.fma(n, -_PIO2_1, xs)
     r = d.fma(n, -_PIO2_2, r)
@@ -314,6 +313,15 @@ def _sincos(m: _M, x: ir.Value, shift: int) -> ir.Value:
     hz = d.mul(z, 0.5)
     w = d.sub(1.0, hz)
     c = d.add(w, d.fma(d.mul(z, z), d.poly(z, _COS), d.sub(d.sub(1.0, w), hz)))
+    return finite, n, s, c
+
+
+def _sincos(m: _M, x: ir.Value, shift: int) -> ir.Value:
+    """sin (``shift=0``) or cos (``shift=1``: cos(x) = sin(x + pi/2), one quadrant on)."""
+    b = m.b
+    d = _M(m.module, b, _F64)
+    xd = x if m.f64 else b.fpext(x, _F64)
+    finite, n, s, c = _quadrant_sincos(d, xd)
     nq = d.add(n, float(shift))
     q = d.sub(nq, d.mul(d.intrinsic("floor", d.mul(nq, 0.25)), 4.0))  # n mod 4 in floats: no int overflow
     y = d.sel(d.cmp("==", q, 1.0), c, d.sel(d.cmp("==", q, 2.0), b.fneg(s), d.sel(d.cmp("==", q, 3.0), b.fneg(c), s)))
@@ -340,17 +348,7 @@ def _in_f64(m: _M, x: ir.Value, body: Callable[[_M, ir.Value], ir.Value]) -> ir.
 def _tan(d: _M, x: ir.Value) -> ir.Value:
     """sin(r)/cos(r) or -cos(r)/sin(r) by the parity of the quadrant (the reduction of ``_sincos``)."""
     b = d.b
-    finite = d.cmp("<", d.abs(x), math.inf)
-    xs = d.sel(finite, x, 0.0)
-    n = d.intrinsic("roundeven", d.mul(xs, 2.0 / math.pi))
-    r = d.fma(n, -_PIO2_1, xs)
-    r = d.fma(n, -_PIO2_2, r)
-    r = d.fma(n, -_PIO2_3, r)
-    z = d.mul(r, r)
-    s = d.fma(d.mul(z, r), d.poly(z, _SIN), r)
-    hz = d.mul(z, 0.5)
-    w = d.sub(1.0, hz)
-    c = d.add(w, d.fma(d.mul(z, z), d.poly(z, _COS), d.sub(d.sub(1.0, w), hz)))
+    finite, n, s, c = _quadrant_sincos(d, x)
     odd = d.cmp("!=", d.sub(n, d.mul(d.intrinsic("floor", d.mul(n, 0.5)), 2.0)), 0.0)
     y = d.sel(odd, b.fneg(d.div(c, s)), d.div(s, c))
     y = d.sel(d.cmp("==", x, 0.0), x, y)  # tan(-0) = -0
