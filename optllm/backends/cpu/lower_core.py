@@ -97,6 +97,36 @@ def _batch(v: View, batch: tuple[int, ...]) -> list[int]:
     return list(broadcast_strides(View(v.storage, v.offset, v.shape[:-2], v.strides[:-2], v.dtype), batch))
 
 
+def _batched_args(a: View, b: View, out: View) -> tuple[dict[str, Arg], list[int]]:
+    """The matmul kernels' shared arguments: operands, m/n/k and the batch dims collapsed with
+    each operand's broadcast batch strides. Returns (args, collapsed batch shape)."""
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    batch = out.shape[:-2]
+    strides = [list(out.strides[:-2]), _batch(a, batch), _batch(b, batch)]
+    cshape, cstrides = collapse(batch, strides) if batch else ([1], [[0], [0], [0]])
+    args: dict[str, Arg] = {"out": Arg(out), "a": Arg(a), "b": Arg(b),
+                            "m": Arg(value=m), "n": Arg(value=n), "k": Arg(value=k)}
+    for d, size in enumerate(cshape):
+        args[f"d{d}"] = Arg(value=int(size))
+        for name, st in zip(("out", "a", "b"), cstrides):
+            args[f"{name}_s{d}"] = Arg(value=int(st[d]))
+    return args, list(cshape)
+
+
+def loop_matmul(lw: Lowering, a: View, b: View, out: View, op: Operation) -> None:
+    """``out = a @ b`` (numpy batch broadcasting) with the loop-nest kernel, every operand read
+    through its strides (any element type; f32 with k > 0 goes to BLAS in ``matmul_views``)."""
+    _, k = a.shape[-2:]
+    n = b.shape[-1]
+    args, cshape = _batched_args(a, b, out)
+    for name, val in (("a_ms", a.strides[-2]), ("a_ks", a.strides[-1]), ("b_ks", b.strides[-2]),
+                      ("b_ns", b.strides[-1]), ("out_ms", out.strides[-2]), ("out_ns", out.strides[-1])):
+        args[name] = Arg(value=int(val))
+    kern = matmul_loop_kernel(ScalarType.of_numpy(out.dtype), len(cshape), work=_bucket(2 * n * k, 16, 1 << 16))
+    lw.step(kern, args, op)
+
+
 @handler("core.matmul")
 def _matmul(lw: Lowering, op: Operation) -> None:
     a, b = (lw.view(x) for x in op.operands)
@@ -112,45 +142,32 @@ def matmul_views(lw: Lowering, a: View, b: View, out: View, op: Operation) -> Vi
     n = b.shape[-1]
     if out.numel == 0:
         return out
-    dtype = ScalarType.of_numpy(out.dtype)
+    if not (out.dtype == np.float32 and k > 0):
+        loop_matmul(lw, a, b, out, op)
+        return out
     batch = out.shape[:-2]
     nb = int(np.prod(batch, dtype=np.int64)) if batch else 1
-    use_blas = dtype == ScalarType.F32 and k > 0
-    if use_blas:
+    la = _gemm_layout(a, m, k)
+    if la is None:
+        a = lw.copy(a, op)
         la = _gemm_layout(a, m, k)
-        if la is None:
-            a = lw.copy(a, op)
-            la = _gemm_layout(a, m, k)
+    lb = _gemm_layout(b, k, n)
+    if lb is None:
+        b = lw.copy(b, op)
         lb = _gemm_layout(b, k, n)
-        if lb is None:
-            b = lw.copy(b, op)
-            lb = _gemm_layout(b, k, n)
-        if (n > 1 and out.strides[-1] != 1) or (m > 1 and out.strides[-2] < n):
-            out = lw.fresh(out, "matmul")
-    strides = [list(out.strides[:-2]), _batch(a, batch), _batch(b, batch)]
-    cshape, cstrides = collapse(batch, strides) if batch else ([1], [[0], [0], [0]])
-    args: dict[str, Arg] = {"out": Arg(out), "a": Arg(a), "b": Arg(b),
-                            "m": Arg(value=m), "n": Arg(value=n), "k": Arg(value=k)}
-    for d, size in enumerate(cshape):
-        args[f"d{d}"] = Arg(value=int(size))
-        for name, st in zip(("out", "a", "b"), cstrides):
-            args[f"{name}_s{d}"] = Arg(value=int(st[d]))
-    if use_blas:
-        assert la is not None and lb is not None  # a contiguous copy always fits BLAS
-        tasks = max(1, 2 * lw.threads) if lw.threads > 1 else 1
-        bm = m
-        if nb < tasks:
-            per_item = -(-tasks // nb)
-            bm = min(m, max(16, -(-m // per_item)))
-        ldc = out.strides[-2] if m > 1 else max(n, 1)
-        for name, val in (("trans_a", la[0]), ("lda", la[1]), ("trans_b", lb[0]), ("ldb", lb[1]),
-                          ("ldc", ldc), ("a_ms", a.strides[-2]), ("bm", bm)):
-            args[name] = Arg(value=int(val))
-        kern = matmul_sgemm_kernel(len(cshape), work=_bucket(2 * bm * n * k, 1 << 10, 1 << 20))
-    else:
-        for name, val in (("a_ms", a.strides[-2]), ("a_ks", a.strides[-1]), ("b_ks", b.strides[-2]),
-                          ("b_ns", b.strides[-1]), ("out_ms", out.strides[-2]), ("out_ns", out.strides[-1])):
-            args[name] = Arg(value=int(val))
-        kern = matmul_loop_kernel(dtype, len(cshape), work=_bucket(2 * n * k, 16, 1 << 16))
+    if (n > 1 and out.strides[-1] != 1) or (m > 1 and out.strides[-2] < n):
+        out = lw.fresh(out, "matmul")
+    args, cshape = _batched_args(a, b, out)
+    assert la is not None and lb is not None  # a contiguous copy always fits BLAS
+    tasks = max(1, 2 * lw.threads) if lw.threads > 1 else 1
+    bm = m
+    if nb < tasks:
+        per_item = -(-tasks // nb)
+        bm = min(m, max(16, -(-m // per_item)))
+    ldc = out.strides[-2] if m > 1 else max(n, 1)
+    for name, val in (("trans_a", la[0]), ("lda", la[1]), ("trans_b", lb[0]), ("ldb", lb[1]),
+                      ("ldc", ldc), ("a_ms", a.strides[-2]), ("bm", bm)):
+        args[name] = Arg(value=int(val))
+    kern = matmul_sgemm_kernel(len(cshape), work=_bucket(2 * bm * n * k, 1 << 10, 1 << 20))
     lw.step(kern, args, op)
     return out

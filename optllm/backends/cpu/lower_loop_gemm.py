@@ -22,42 +22,17 @@ import numpy as np
 
 from optllm.backends.cpu import lower_nn  # noqa: F401  (its f32 handlers are registered before ours)
 from optllm.backends.cpu.lower import CpuLoweringError, Lowering, _op_text, handler, registered
+from optllm.backends.cpu.lower_core import loop_matmul
 from optllm.backends.kernels.kir import Binary, Const, Expr, ScalarType, Select
 from optllm.backends.kernels.templates.elementwise import ElementContext
-from optllm.backends.kernels.templates.matmul import matmul_loop_kernel
 from optllm.backends.kernels.templates.scalar import ACTIVATIONS
 from optllm.backends.kernels.templates.softmax import softmax_kernel
 from optllm.ir.ops import Operation
 from optllm.runtime.program import Arg
-from optllm.runtime.views import View, broadcast_strides, collapse, contiguous_strides
+from optllm.runtime.views import View, contiguous_strides
 
 _F32_LINEAR = registered("nn.linear")
 _F32_ATTENTION = registered("nn.attention")
-
-
-def _batch(v: View, batch: tuple[int, ...]) -> list[int]:
-    return list(broadcast_strides(View(v.storage, v.offset, v.shape[:-2], v.strides[:-2], v.dtype), batch))
-
-
-def loop_matmul(lw: Lowering, a: View, b: View, out: View, op: Operation) -> None:
-    """``out = a @ b`` (numpy batch broadcasting) with the loop-nest kernel, every operand read
-    through its strides."""
-    m, k = a.shape[-2:]
-    n = b.shape[-1]
-    batch = out.shape[:-2]
-    strides = [list(out.strides[:-2]), _batch(a, batch), _batch(b, batch)]
-    cshape, cstrides = collapse(batch, strides) if batch else ([1], [[0], [0], [0]])
-    args: dict[str, Arg] = {"out": Arg(out), "a": Arg(a), "b": Arg(b),
-                            "m": Arg(value=m), "n": Arg(value=n), "k": Arg(value=k)}
-    for d, size in enumerate(cshape):
-        args[f"d{d}"] = Arg(value=int(size))
-        for name, st in zip(("out", "a", "b"), cstrides):
-            args[f"{name}_s{d}"] = Arg(value=int(st[d]))
-    for name, val in (("a_ms", a.strides[-2]), ("a_ks", a.strides[-1]), ("b_ks", b.strides[-2]),
-                      ("b_ns", b.strides[-1]), ("out_ms", out.strides[-2]), ("out_ns", out.strides[-1])):
-        args[name] = Arg(value=int(val))
-    work = 1 << (max(16, min(1 << 16, 2 * n * k)) - 1).bit_length()
-    lw.step(matmul_loop_kernel(ScalarType.of_numpy(out.dtype), len(cshape), work=work), args, op)
 
 
 def _new(lw: Lowering, shape: tuple[int, ...], dtype: np.dtype, what: str) -> View:
