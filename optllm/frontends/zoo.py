@@ -40,7 +40,7 @@ def _offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def _random_init(cls: Any, config: Any) -> Any:
+def random_init(cls: Any, config: Any) -> Any:
     """Build ``cls(config)`` with seeded random weights, then perturb every parameter that the
     initialiser left constant (norm scales of 1, biases of 0). A trained model has no such
     parameters, and passes that fold norms and biases into GEMMs or merge identical tensors
@@ -60,7 +60,7 @@ def _random_init(cls: Any, config: Any) -> Any:
 def _gpt2() -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    return _random_init(GPT2LMHeadModel, GPT2Config())
+    return random_init(GPT2LMHeadModel, GPT2Config())
 
 
 def _llama_tiny() -> Any:
@@ -68,13 +68,13 @@ def _llama_tiny() -> Any:
 
     config = LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_attention_heads=8,
                          num_key_value_heads=2, vocab_size=32000, max_position_embeddings=2048)
-    return _random_init(LlamaForCausalLM, config)
+    return random_init(LlamaForCausalLM, config)
 
 
 def _bert_base() -> Any:
     from transformers import BertConfig, BertModel
 
-    return _random_init(BertModel, BertConfig())
+    return random_init(BertModel, BertConfig())
 
 
 def minilm_path() -> str:

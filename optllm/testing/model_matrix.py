@@ -102,17 +102,11 @@ class Family:
 
 
 def seeded_model(cls: Any, config: Any) -> Any:
-    """``cls(config)`` with seeded random weights, constant parameters perturbed, in eval mode."""
-    import torch
+    """``cls(config)`` with seeded random weights, constant parameters perturbed
+    (``zoo.random_init``), in eval mode."""
+    from optllm.frontends.zoo import random_init
 
-    torch.manual_seed(SEED)
-    model = cls(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            flat = p.detach().reshape(-1)
-            if flat.numel() > 1 and bool(torch.all(flat == flat[0])):
-                p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
+    return random_init(cls, config).eval()
 
 
 def example_inputs(names: tuple[str, ...], vocab: int, batch: int, seq: int) -> dict[str, Any]:
